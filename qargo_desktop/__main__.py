@@ -1,0 +1,7 @@
+"""Allow ``python -m qargo_desktop``."""
+
+import sys
+
+from qargo_desktop.cli import main
+
+sys.exit(main())

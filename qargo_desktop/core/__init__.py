@@ -1,0 +1,1 @@
+"""The core: domain, services and secrets, with no Qt imports."""

@@ -1,0 +1,1 @@
+"""The Qt layer: application, windows, models and dialogs."""
