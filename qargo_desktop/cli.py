@@ -114,4 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from qargo_desktop import commands
 
     handler = getattr(commands, args.command.replace("-", "_"))
-    return int(handler(args))
+    try:
+        return int(handler(args))
+    except commands.Unusable as exc:
+        print(f"qargo-desktop: {exc}", file=sys.stderr)
+        return ExitCode.COULD_NOT_RUN

@@ -52,10 +52,18 @@ def _fail(exc: QargoError) -> ExitCode:
     return ExitCode.FAILED
 
 
+class Unusable(Exception):
+    """The command cannot start; the message says why."""
+
+
 def _context(args: argparse.Namespace) -> Any:
     from qargo_desktop.core.bootstrap import AppContext
+    from qargo_desktop.core.config import ConfigError
 
-    return AppContext.from_args(args)
+    try:
+        return AppContext.from_args(args)
+    except (ConfigError, ValueError) as exc:
+        raise Unusable(str(exc)) from exc
 
 
 def _interrupt_cancels(cancel: threading.Event) -> None:

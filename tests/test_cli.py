@@ -1,0 +1,141 @@
+"""The command line as a support engineer uses it: a sandbox served in another process,
+the admin's sign-in through the browser named by BROWSER, then commands that reuse the
+encrypted token cache across processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from qargo_desktop import __version__
+
+PYTHON = sys.executable
+
+
+def _has_real_keyring(env: dict[str, str]) -> bool:
+    probe = subprocess.run(
+        [PYTHON, "-c", "import keyring; print(type(keyring.get_keyring()).__module__)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return "fail" not in probe.stdout and probe.returncode == 0
+
+
+def _cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYTHON, "-m", "qargo_desktop", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_version_from_one_source() -> None:
+    for command in ([PYTHON, "-m", "qargo_desktop", "--version"],):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0
+        assert result.stdout.strip() == f"qargo-desktop {__version__}"
+
+
+@pytest.fixture
+def served_sandbox(tmp_path: Path) -> Iterator[tuple[dict[str, object], Path, dict[str, str]]]:
+    env = dict(os.environ)
+    env["QARGO_CONFIG_DIR"] = str(tmp_path / "config")
+    config = tmp_path / "sandbox.toml"
+    process = subprocess.Popen(
+        [PYTHON, "-m", "qargo_desktop", "sandbox", "serve", "--data", str(tmp_path / "sb"),
+         "--write-config", str(config)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        ready = json.loads(process.stdout.readline())
+        yield ready, config, env
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert process.returncode == 0
+
+
+def test_sandbox_serve_prints_one_ready_line(
+    served_sandbox: tuple[dict[str, object], Path, dict[str, str]],
+) -> None:
+    ready, config, _env = served_sandbox
+    for key in ("authority", "client_id", "admin_scopes", "api_base_url", "graph_base_url",
+                "ca_certificate", "accounts"):  # fmt: skip
+        assert ready[key], key
+    assert str(ready["authority"]).startswith("https://127.0.0.1:")
+    assert Path(str(ready["ca_certificate"])).is_file()
+    text = config.read_text()
+    assert str(ready["api_base_url"]) in text
+
+
+def test_headless_sandbox_flag_explains_serve(tmp_path: Path) -> None:
+    env = dict(os.environ, QARGO_CONFIG_DIR=str(tmp_path))
+    result = _cli("mailboxes", "--sandbox", env=env)
+    assert result.returncode == 3
+    assert "sandbox serve" in result.stderr
+
+
+def test_signin_then_list_across_processes(
+    served_sandbox: tuple[dict[str, object], Path, dict[str, str]],
+) -> None:
+    _ready, config, env = served_sandbox
+    if not _has_real_keyring(env):
+        pytest.skip("no Secret Service keyring here: run the suite through scripts/test")
+    env["BROWSER"] = f"{PYTHON} -m qargo_desktop.sandbox.browser %s"
+
+    before = _cli("mailboxes", "--config", str(config), env=env)
+    assert before.returncode == 8, before.stderr
+    assert "signin" in before.stderr
+
+    signin = _cli("signin", "--config", str(config), env=env)
+    assert signin.returncode == 0, signin.stderr
+    assert "Signed in as admin@northwind-haulage.example" in signin.stderr
+
+    whoami = _cli("whoami", "--json", "--config", str(config), env=env)
+    assert whoami.returncode == 0, whoami.stderr
+    assert json.loads(whoami.stdout)["username"] == "admin@northwind-haulage.example"
+
+    listing = _cli("mailboxes", "--json", "--config", str(config), env=env)
+    assert listing.returncode == 0, listing.stderr
+    mailboxes = json.loads(listing.stdout)
+    statuses = {m["status"] for m in mailboxes}
+    assert {"linked", "unlinked", "reauthorisation_required", "link_failed", "authorising"} <= (
+        statuses
+    )
+    # No token reaches the output.
+    assert "eyJ" not in listing.stdout + listing.stderr + signin.stdout + signin.stderr
+
+    only_failed = _cli(
+        "mailboxes", "--status", "link_failed", "--json", "--config", str(config), env=env
+    )
+    assert {m["status"] for m in json.loads(only_failed.stdout)} == {"link_failed"}
+
+    signout = _cli("signout", "--config", str(config), env=env)
+    assert signout.returncode == 0
+    after = _cli("whoami", "--config", str(config), env=env)
+    assert after.returncode == 8
+
+
+def test_non_admin_gets_a_clear_message(
+    served_sandbox: tuple[dict[str, object], Path, dict[str, str]],
+) -> None:
+    _ready, config, env = served_sandbox
+    env["BROWSER"] = f"{PYTHON} -m qargo_desktop.sandbox.browser %s"
+    env["QARGO_SANDBOX_BROWSER_ACCOUNT"] = "dispatcher@northwind-haulage.example"
+    signin = _cli("signin", "--config", str(config), env=env)
+    assert signin.returncode == 9, signin.stderr
+    assert "not a Qargo super admin" in signin.stderr
