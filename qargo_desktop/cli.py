@@ -71,6 +71,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mailboxes.add_argument("--json", action="store_true", help="print JSON")
 
+    for name, text in (
+        ("authorise", "authorise a mailbox: sign in as the mailbox account in the browser"),
+        ("reauthorise", "reauthorise a mailbox whose grant is invalid, or refresh a linked one"),
+    ):
+        link = command(name, text)
+        link.add_argument("--mailbox", required=True, metavar="ADDRESS", help="the mailbox")
+    reset = command("reset", "reset the API link status of a mailbox whose link failed")
+    reset.add_argument("--mailbox", required=True, metavar="ADDRESS", help="the mailbox")
+    reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    add = command("add", "add a mailbox to the organisation's list")
+    add.add_argument("address", help="the mailbox's email address")
+    add.add_argument("--display-name", metavar="NAME", help="the name shown in the list")
+    remove = command("remove", "remove a mailbox from the organisation's list")
+    remove.add_argument("address", help="the mailbox's email address")
+    remove.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+    selftest = command(
+        "selftest",
+        "prove a mailbox sends and receives: send it a test message, time every leg "
+        "(exit 0 pass, 1 fail, 2 warning, 3 could not run, 7 cancelled)",
+    )
+    selftest.add_argument("--mailbox", required=True, metavar="ADDRESS", help="the mailbox")
+    selftest.add_argument("--json", action="store_true", help="print the report as JSON")
+    selftest.add_argument(
+        "--keep", action="store_true", help="leave the test message in the mailbox"
+    )
+    selftest.add_argument(
+        "--timeout",
+        type=float,
+        default=180.0,
+        metavar="S",
+        help="give up after S seconds (default 180; time in the browser does not count)",
+    )
+
     sandbox = command("sandbox", "the built-in sandbox of Microsoft sign-in, Qargo and Graph")
     sandbox_commands = sandbox.add_subparsers(dest="sandbox_command", metavar="SUBCOMMAND")
     serve = sandbox_commands.add_parser(

@@ -183,6 +183,191 @@ def _mailbox_json(mailbox: Any) -> dict[str, Any]:
     }
 
 
+def _confirm(question: str, assume_yes: bool) -> bool:
+    """Ask on the terminal; without one, only ``--yes`` confirms."""
+    if assume_yes:
+        return True
+    if not sys.stdin.isatty():
+        _say(f"{question} Not confirmed: add --yes to confirm without a terminal.")
+        return False
+    answer = input(f"{question} [y/N] ").strip().lower()
+    return answer in ("y", "yes")
+
+
+def _link(args: argparse.Namespace) -> int:
+    from qargo_desktop.core.linking import LinkOutcome, MailboxLinker
+
+    with _context(args) as context:
+        services = context.services
+        linker = MailboxLinker(services)
+        try:
+            services.sign_in_silently()
+            mailbox = linker.find(args.mailbox)
+        except QargoError as exc:
+            return _fail(exc)
+        control = services.new_control(
+            on_auth_uri=lambda url: _say(
+                f"Sign in as {mailbox.address} in your browser. If it did not open, or opened "
+                f"signed in as someone else, open this link in a private window:\n  {url}"
+            ),
+        )
+        _interrupt_cancels(control.cancel)
+        _say(f"Waiting up to {control.deadline_s:.0f} s for the browser (Ctrl+C cancels)...")
+        try:
+            result = linker.authorise(mailbox, control)
+        except QargoError as exc:
+            return _fail(exc)
+        if result.ok:
+            _say(f"{mailbox.address} is linked.")
+            return ExitCode.OK
+        assert result.error is not None
+        _say(f"Error: {result.error.explain()}")
+        if result.mailbox is not None:
+            from qargo_desktop.core.presentation import status_label
+
+            _say(f"{mailbox.address} is now: {status_label(result.mailbox)}")
+        return {
+            LinkOutcome.DECLINED: ExitCode.DECLINED,
+            LinkOutcome.WRONG_ACCOUNT: ExitCode.WRONG_ACCOUNT,
+            LinkOutcome.CANCELLED: ExitCode.CANCELLED,
+            LinkOutcome.DEADLINE: ExitCode.CANCELLED,
+        }.get(result.outcome, ExitCode.FAILED)
+
+
+def authorise(args: argparse.Namespace) -> int:
+    """Authorise a mailbox through the browser."""
+    return _link(args)
+
+
+def reauthorise(args: argparse.Namespace) -> int:
+    """Reauthorise a mailbox through the browser."""
+    return _link(args)
+
+
+def reset(args: argparse.Namespace) -> int:
+    """Reset the link status of a mailbox whose link failed."""
+    from qargo_desktop.core.linking import MailboxLinker
+
+    with _context(args) as context:
+        linker = MailboxLinker(context.services)
+        try:
+            context.services.sign_in_silently()
+            mailbox = linker.find(args.mailbox)
+            question = (
+                f"Reset the API link status of {mailbox.address}? Qargo forgets the failed "
+                "link and the mailbox becomes Unlinked, ready to authorise again."
+            )
+            if not _confirm(question, args.yes):
+                return ExitCode.CANCELLED
+            linker.reset(mailbox)
+        except QargoError as exc:
+            return _fail(exc)
+        _say(f"{mailbox.address} is now Unlinked.")
+        return ExitCode.OK
+
+
+def add(args: argparse.Namespace) -> int:
+    """Add a mailbox."""
+    from qargo_desktop.core.linking import MailboxLinker
+
+    with _context(args) as context:
+        try:
+            context.services.sign_in_silently()
+            mailbox = MailboxLinker(context.services).add(args.address, args.display_name)
+        except QargoError as exc:
+            return _fail(exc)
+        _say(f"Added {mailbox.address}; authorise it to link it.")
+        return ExitCode.OK
+
+
+def remove(args: argparse.Namespace) -> int:
+    """Remove a mailbox."""
+    from qargo_desktop.core.linking import MailboxLinker
+
+    with _context(args) as context:
+        linker = MailboxLinker(context.services)
+        try:
+            context.services.sign_in_silently()
+            mailbox = linker.find(args.address)
+            question = (
+                f"Remove {mailbox.address} from the organisation? Qargo stops using this "
+                "mailbox's mail."
+            )
+            if not _confirm(question, args.yes):
+                return ExitCode.CANCELLED
+            linker.remove(mailbox)
+        except QargoError as exc:
+            return _fail(exc)
+        _say(f"Removed {mailbox.address}.")
+        return ExitCode.OK
+
+
+def selftest(args: argparse.Namespace) -> int:
+    """Send a test message from a mailbox to itself and report where the time went.
+
+    Progress goes to stderr, the report (text or ``--json``) to stdout. Exit codes: 0
+    pass, 1 fail, 2 warning, 3 could not run, 7 cancelled.
+    """
+    from qargo_desktop.core.selftest import (
+        SelfTestOptions,
+        StepReport,
+        StepState,
+        Verdict,
+        run_selftest,
+    )
+
+    if not args.timeout > 0:
+        _say("--timeout must be a positive number of seconds")
+        return ExitCode.USAGE
+    exit_codes = {
+        Verdict.PASS: ExitCode.OK,
+        Verdict.FAIL: ExitCode.FAILED,
+        # The self-test's documented code for a warning; it shares its value with USAGE.
+        Verdict.WARNING: 2,
+        Verdict.COULD_NOT_RUN: ExitCode.COULD_NOT_RUN,
+        Verdict.CANCELLED: ExitCode.CANCELLED,
+    }
+    with _context(args) as context:
+        services = context.services
+        cancel = threading.Event()
+        control = services.new_control(
+            on_auth_uri=lambda url: _say(
+                f"Sign in as {args.mailbox} in your browser. If it did not open, or opened "
+                f"signed in as someone else, open this link in a private window:\n  {url}"
+            ),
+        )
+        control.cancel = cancel
+        _interrupt_cancels(cancel)
+        last: dict[str, str] = {}
+
+        def progress(step: StepReport) -> None:
+            # Each change once: polls repeat their message with a new count only.
+            if last.get(step.id.value) == f"{step.state.value}:{step.message}":
+                return
+            last[step.id.value] = f"{step.state.value}:{step.message}"
+            if step.state is StepState.RUNNING:
+                _say(f"  {step.id.value:<9} ... {step.message}")
+            else:
+                _say(
+                    f"  {step.id.value:<9} {step.state.value.upper():<7} "
+                    f"({step.elapsed_s:.1f} s) {step.message}"
+                )
+
+        _say(f"Self-test of {args.mailbox} (Ctrl+C cancels)")
+        report = run_selftest(
+            services,
+            args.mailbox,
+            options=SelfTestOptions(keep=args.keep, timeout_s=args.timeout),
+            on_step=progress,
+            cancel=cancel,
+            control=control,
+        )
+        print(report.to_json() if args.json else report.to_text(), end="\n" if args.json else "")
+        _say(f"{report.verdict.label}: {report.summary}")
+        context.report_cache_problem(_say)
+        return int(exit_codes[report.verdict])
+
+
 def sandbox_serve(args: argparse.Namespace) -> int:
     """Serve the sandbox on loopback, print one JSON line when ready, run until stopped."""
     from qargo_desktop.sandbox.server import Sandbox

@@ -65,3 +65,85 @@ def _no_leftover_threads() -> Iterator[None]:
     for thread in leftover:
         thread.join(2)
     assert not [t.name for t in leftover if t.is_alive()]
+
+
+@pytest.fixture
+def settings_for(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Build Settings that point at a running sandbox (with a private config folder)."""
+    from qargo_desktop.core.bootstrap import sandbox_overrides
+    from qargo_desktop.core.config import load_settings
+
+    def build(box: object, **overrides: object) -> object:
+        values = {**sandbox_overrides(box.info), "config_dir": tmp_path / "app"}  # type: ignore[attr-defined]
+        values.update(overrides)
+        return load_settings(None, {}, values)
+
+    return build
+
+
+@pytest.fixture
+def services(sandbox: object, settings_for):  # type: ignore[no-untyped-def]
+    """Services pointed at the sandbox, with in-memory token caches."""
+    from qargo_desktop.core.bootstrap import is_microsoft_authority
+    from qargo_desktop.core.http import build_session
+    from qargo_desktop.core.services import Endpoints, Services
+
+    settings = settings_for(sandbox)
+    endpoints = Endpoints(
+        authority=settings.authority,
+        client_id=settings.client_id,
+        api_base_url=settings.api_base_url,
+        graph_base_url=settings.graph_base_url,
+        admin_scopes=settings.admin_scopes,
+        validate_authority=is_microsoft_authority(settings.authority),
+    )
+    session = build_session(settings)
+    built = Services(endpoints, session, sign_in_timeout_s=20, http_timeout_s=10)
+    yield built
+    session.close()
+
+
+class Browser:
+    """A person at the sandbox sign-in page: picks an account, accepts or declines."""
+
+    def __init__(self) -> None:
+        self.account: str | None = None
+        self.action = "accept"
+        self.threads: list[threading.Thread] = []
+        self.results: list[object] = []
+        self.urls: list[str] = []
+
+    def __call__(self, url: str) -> bool:
+        from qargo_desktop.sandbox.browser import run
+
+        self.urls.append(url)
+
+        def act() -> None:
+            self.results.append(run(url, self.account, self.action, say=lambda _line: None))
+
+        thread = threading.Thread(target=act, name="scripted-browser", daemon=True)
+        thread.start()
+        self.threads.append(thread)
+        return True
+
+    def join(self) -> None:
+        for thread in self.threads:
+            thread.join(30)
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    """The scripted browser, to pass as an InteractiveControl's opener."""
+    person = Browser()
+    yield person
+    person.join()
+
+
+@pytest.fixture
+def admin(services, browser):  # type: ignore[no-untyped-def]
+    """Services with the super admin signed in through the real interactive flow."""
+    control = services.new_control()
+    control.opener = browser
+    services.sign_in_interactive(control)
+    browser.join()
+    return services

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
@@ -16,8 +17,9 @@ def resources_dir() -> Path:
     if frozen_root is not None:
         return Path(frozen_root) / "qargo_desktop" / "resources"
     try:
-        import qargo_desktop.resources as package
-
+        # Imported by name: the package is the top-level resources/ folder, mapped into
+        # qargo_desktop by pyproject.toml, so static tools cannot see it.
+        package = importlib.import_module("qargo_desktop.resources")
         return Path(next(iter(package.__path__)))
     except ImportError:
         # Running straight from a checkout that was never installed.
