@@ -110,7 +110,14 @@ def start_sandbox_for_app(
     from dataclasses import replace
 
     overrides = sandbox_overrides(info)
-    sandbox_settings = replace(base, sandbox=True, **overrides)  # type: ignore[arg-type]
+    # The sandbox's sign-ins live beside the sandbox, never in the production token cache
+    # (which is bound to the production app registration and would be set aside).
+    sandbox_settings = replace(
+        base,
+        sandbox=True,
+        data_dir=Path(data_dir),
+        **overrides,  # type: ignore[arg-type]
+    )
     log.info("Using the built-in sandbox at %s", info.https_base_url)
     return sandbox, sandbox_settings
 
