@@ -67,7 +67,7 @@ class SandboxOptions:
         data_dir: Folder that keeps the local CA (reused across starts) and other files.
         port: HTTPS port (0 picks a free one).
         http_port: Plain-HTTP port for the browser pages (0 picks a free one).
-        mailboxes: Number of extra mailboxes for a large organisation (None: seed only).
+        mailboxes: Number of mailboxes in all for a large organisation (None: seed only).
         token_lifetime_s: Lifetime of access and id tokens.
         refresh_token_lifetime_s: Lifetime of refresh tokens (from issue, not last use).
         attempt_ttl_s: How long an authorisation attempt stays pending.
