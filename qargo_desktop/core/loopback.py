@@ -58,7 +58,7 @@ class _Server(HTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     # A client that connects and then says nothing must not hold up cancel or deadline.
-    timeout = 5
+    timeout = 2
 
     def do_GET(self) -> None:
         query = parse_qs(urlparse(self.path).query)
