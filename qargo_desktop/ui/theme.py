@@ -1,0 +1,221 @@
+"""Status colours and icons, named per light and dark theme.
+
+Colour never stands alone: every state also has an icon (a distinct shape, not only a
+distinct colour) and words (see :mod:`qargo_desktop.ui.texts`). Each foreground and
+background pair meets WCAG's 4.5:1 contrast for normal text; a test computes it.
+
+The icons are SVG files drawn in the light theme's colours. For the dark theme the same
+vector source is recoloured (light foreground -> dark foreground, white -> dark
+background) before it is rendered, so one file per state serves both themes.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+
+from PySide6.QtCore import QByteArray, QRectF, QSize, Qt
+from PySide6.QtGui import QColor, QGuiApplication, QIcon, QPainter, QPixmap
+from PySide6.QtSvg import QSvgRenderer
+
+from qargo_desktop.core.models import LinkStatus
+from qargo_desktop.core.resources import resource_path
+
+log = logging.getLogger(__name__)
+
+_ICON_SIZES = (16, 20, 24, 32, 48, 64)
+_WHITE = "#ffffff"
+
+
+class MessageLevel(enum.Enum):
+    """How serious a message in the message bar is."""
+
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class ColourPair:
+    """A text colour and the background it sits on (hex strings)."""
+
+    foreground: str
+    background: str
+
+
+@dataclass(frozen=True, slots=True)
+class Palette:
+    """The named colours of one theme."""
+
+    name: str
+    status: dict[LinkStatus, ColourPair]
+    messages: dict[MessageLevel, ColourPair]
+    online: str
+    offline: str
+
+
+# Light and dark pairs per state. The light foreground is also the icon's fill colour,
+# which is how the SVG files are recoloured for the dark theme.
+LIGHT = Palette(
+    name="light",
+    status={
+        LinkStatus.LINKED: ColourPair("#0b4f99", "#dcebfb"),
+        LinkStatus.UNLINKED: ColourPair("#4a5561", "#eceff2"),
+        LinkStatus.REAUTHORISATION_REQUIRED: ColourPair("#146b38", "#dcf3e4"),
+        LinkStatus.LINK_FAILED: ColourPair("#a51d1d", "#fce4e4"),
+        LinkStatus.AUTHORISING: ColourPair("#8a5300", "#fff0c2"),
+        LinkStatus.UNKNOWN: ColourPair("#4a5561", "#eceff2"),
+    },
+    messages={
+        MessageLevel.INFO: ColourPair("#0b3d75", "#e4effc"),
+        MessageLevel.WARNING: ColourPair("#6b4000", "#fff3cd"),
+        MessageLevel.ERROR: ColourPair("#8c1717", "#fde6e6"),
+    },
+    online="#146b38",
+    offline="#8a5300",
+)
+
+DARK = Palette(
+    name="dark",
+    status={
+        LinkStatus.LINKED: ColourPair("#9ecbff", "#17375e"),
+        LinkStatus.UNLINKED: ColourPair("#c9d1d9", "#343b44"),
+        LinkStatus.REAUTHORISATION_REQUIRED: ColourPair("#8fe0a8", "#16432a"),
+        LinkStatus.LINK_FAILED: ColourPair("#ffb0b0", "#5c1f1f"),
+        LinkStatus.AUTHORISING: ColourPair("#ffd27a", "#4a3710"),
+        LinkStatus.UNKNOWN: ColourPair("#c9d1d9", "#343b44"),
+    },
+    messages={
+        MessageLevel.INFO: ColourPair("#cfe3ff", "#1b3556"),
+        MessageLevel.WARNING: ColourPair("#ffe1a3", "#4a3710"),
+        MessageLevel.ERROR: ColourPair("#ffc4c4", "#561d1d"),
+    },
+    online="#8fe0a8",
+    offline="#ffd27a",
+)
+
+STATUS_ICON_FILES: dict[LinkStatus, str] = {
+    LinkStatus.LINKED: "status-linked.svg",
+    LinkStatus.UNLINKED: "status-unlinked.svg",
+    LinkStatus.REAUTHORISATION_REQUIRED: "status-reauthorise.svg",
+    LinkStatus.LINK_FAILED: "status-link-failed.svg",
+    LinkStatus.AUTHORISING: "status-authorising.svg",
+    LinkStatus.UNKNOWN: "status-unknown.svg",
+}
+
+APP_ICON_FILE = "app.svg"
+
+
+def relative_luminance(colour: str) -> float:
+    """WCAG 2.x relative luminance of a ``#rrggbb`` colour."""
+    value = colour.lstrip("#")
+    channels = [int(value[i : i + 2], 16) / 255 for i in (0, 2, 4)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast_ratio(first: str, second: str) -> float:
+    """WCAG contrast ratio of two ``#rrggbb`` colours (1 to 21)."""
+    lighter, darker = sorted((relative_luminance(first), relative_luminance(second)), reverse=True)
+    return (lighter + 0.05) / (darker + 0.05)
+
+
+def system_prefers_dark() -> bool:
+    """Whether the platform asks for a dark colour scheme."""
+    app = QGuiApplication.instance()
+    if not isinstance(app, QGuiApplication):
+        return False
+    scheme = app.styleHints().colorScheme()
+    if scheme == Qt.ColorScheme.Dark:
+        return True
+    if scheme == Qt.ColorScheme.Light:
+        return False
+    # Unknown scheme (offscreen, some Linux desktops): judge by the window colour.
+    return app.palette().window().color().lightness() < 128
+
+
+def _svg_bytes(file_name: str) -> bytes:
+    return resource_path("icons", file_name).read_bytes()
+
+
+def render_svg_icon(svg: bytes) -> QIcon:
+    """Render SVG source into an icon with crisp pixmaps at the usual sizes."""
+    renderer = QSvgRenderer(QByteArray(svg))
+    icon = QIcon()
+    if not renderer.isValid():
+        log.warning("An SVG icon could not be read")
+        return icon
+    for size in _ICON_SIZES:
+        pixmap = QPixmap(QSize(size, size))
+        pixmap.fill(Qt.GlobalColor.transparent)
+        painter = QPainter(pixmap)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        renderer.render(painter, QRectF(0, 0, size, size))
+        painter.end()
+        icon.addPixmap(pixmap)
+    return icon
+
+
+class Theme:
+    """The colours and icons of the current theme.
+
+    Args:
+        dark: Whether to use the dark palette.
+    """
+
+    def __init__(self, *, dark: bool) -> None:
+        self.dark = dark
+        self.palette = DARK if dark else LIGHT
+        self._icons: dict[LinkStatus, QIcon] = {}
+
+    @classmethod
+    def from_system(cls) -> Theme:
+        """The theme that matches the platform's colour scheme."""
+        return cls(dark=system_prefers_dark())
+
+    def colours(self, status: LinkStatus) -> ColourPair:
+        """The foreground and background colours of a state (hex)."""
+        return self.palette.status[status]
+
+    def foreground(self, status: LinkStatus) -> QColor:
+        """The text colour of a state."""
+        return QColor(self.palette.status[status].foreground)
+
+    def background(self, status: LinkStatus) -> QColor:
+        """The background colour of a state."""
+        return QColor(self.palette.status[status].background)
+
+    def message_colours(self, level: MessageLevel) -> ColourPair:
+        """The colours of a message bar entry."""
+        return self.palette.messages[level]
+
+    def connection_colour(self, online: bool) -> str:
+        """The status bar's colour for the connection (online or not)."""
+        return self.palette.online if online else self.palette.offline
+
+    def status_svg(self, status: LinkStatus) -> bytes:
+        """The SVG source of a state's icon, recoloured for this theme."""
+        svg = _svg_bytes(STATUS_ICON_FILES[status])
+        if not self.dark:
+            return svg
+        light = LIGHT.status[status]
+        dark = DARK.status[status]
+        text = svg.decode("utf-8")
+        # Two passes through a placeholder so the swaps cannot undo each other.
+        text = text.replace(light.foreground, "@FG@").replace(_WHITE, "@BG@")
+        text = text.replace("@FG@", dark.foreground).replace("@BG@", dark.background)
+        return text.encode("utf-8")
+
+    def status_icon(self, status: LinkStatus) -> QIcon:
+        """The icon of a state (vector source, rendered once per theme)."""
+        icon = self._icons.get(status)
+        if icon is None:
+            icon = render_svg_icon(self.status_svg(status))
+            self._icons[status] = icon
+        return icon
+
+
+def app_icon() -> QIcon:
+    """The application's icon."""
+    return render_svg_icon(_svg_bytes(APP_ICON_FILE))

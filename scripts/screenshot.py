@@ -1,0 +1,220 @@
+"""Take the documentation screenshots of the main window against the built-in sandbox.
+
+Run it under a virtual display::
+
+    xvfb-run -a .venv/bin/python scripts/screenshot.py [--out docs/screenshots]
+
+It starts an in-process sandbox on loopback, signs in as the sandbox's super admin with
+the scripted browser (the real MSAL flow), waits for the list and a mailbox's history,
+and grabs the window:
+
+- ``main-window.png``: every link state in the list, a failed link selected;
+- ``main-window-dark.png``: the same in the dark theme;
+- ``sign-in.png``: the sign-in page.
+
+Nothing is stored outside a temporary folder (tokens go to an in-memory keyring).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import keyring
+from keyring.backend import KeyringBackend
+
+from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtGui import QColor, QPalette
+from PySide6.QtWidgets import QApplication
+
+from qargo_desktop.core.bootstrap import build_services, sandbox_overrides
+from qargo_desktop.core.config import Settings
+from qargo_desktop.sandbox import browser
+from qargo_desktop.sandbox.server import Sandbox
+from qargo_desktop.sandbox.world import SandboxOptions
+from qargo_desktop.ui.app import create_application, sandbox_sign_in_note
+from qargo_desktop.ui.main_window import MainWindow, Page
+from qargo_desktop.ui.theme import Theme
+
+ROOT = Path(__file__).resolve().parents[1]
+
+ADMIN = "admin@northwind-haulage.example"
+SELECTED = "claims@northwind-haulage.example"
+SIZE = (1440, 880)
+
+
+class MemoryKeyring(KeyringBackend):
+    """Keeps the token cache key in memory: a screenshot run leaves nothing behind."""
+
+    priority = 1
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.secrets: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.secrets.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.secrets[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        self.secrets.pop((service, username), None)
+
+
+def dark_palette() -> QPalette:
+    """A dark palette like the platforms' own, for the dark screenshot under Xvfb."""
+    palette = QPalette()
+    colours = {
+        QPalette.ColorRole.Window: "#202124",
+        QPalette.ColorRole.WindowText: "#e8eaed",
+        QPalette.ColorRole.Base: "#1b1b1d",
+        QPalette.ColorRole.AlternateBase: "#26272a",
+        QPalette.ColorRole.Text: "#e8eaed",
+        QPalette.ColorRole.Button: "#2d2e31",
+        QPalette.ColorRole.ButtonText: "#e8eaed",
+        QPalette.ColorRole.Highlight: "#3a6fb0",
+        QPalette.ColorRole.HighlightedText: "#ffffff",
+        QPalette.ColorRole.PlaceholderText: "#9aa0a6",
+        QPalette.ColorRole.ToolTipBase: "#2d2e31",
+        QPalette.ColorRole.ToolTipText: "#e8eaed",
+    }
+    for role, colour in colours.items():
+        palette.setColor(role, QColor(colour))
+    return palette
+
+
+class Shooter:
+    """Drives one window through sign-in and takes its pictures."""
+
+    def __init__(self, app: QApplication, window: MainWindow, out: Path, prefix: str) -> None:
+        self.app = app
+        self.window = window
+        self.out = out
+        self.prefix = prefix
+        self.done = False
+        self.failed: str | None = None
+        self._steps: list[Callable[[], bool]] = [
+            self._sign_in_page_shown,
+            self._list_loaded,
+            self._history_loaded,
+        ]
+        self._timer = QTimer()
+        self._timer.timeout.connect(self._poll)
+        self._timer.start(100)
+        window.refresh_finished.connect(self._on_refresh_finished)
+        self._refreshed = False
+
+    def _on_refresh_finished(self, error: object) -> None:
+        if error is not None:
+            self.failed = f"refresh failed: {error}"
+        self._refreshed = True
+
+    def _grab(self, name: str) -> None:
+        path = self.out / name
+        self.window.grab().save(str(path))
+        print(f"wrote {path}")
+
+    def _sign_in_page_shown(self) -> bool:
+        if self.window.current_page is not Page.SIGN_IN:
+            return False
+        if self.prefix == "main-window":
+            self._grab("sign-in.png")
+        self.window.sign_in_page.sign_in_button.click()
+        return True
+
+    def _list_loaded(self) -> bool:
+        if not self._refreshed or self.window.current_page is not Page.MAILBOXES:
+            return False
+        self.window.select_mailbox(self._id_of(SELECTED))
+        return True
+
+    def _history_loaded(self) -> bool:
+        if self.window.detail_pane.audit_list.count() == 0:
+            return False
+        self.window.table.setFocus(Qt.FocusReason.OtherFocusReason)
+        self._grab(f"{self.prefix}.png")
+        return True
+
+    def _id_of(self, address: str) -> str:
+        for mailbox in self.window.model.mailboxes():
+            if mailbox.address == address:
+                return mailbox.id
+        raise SystemExit(f"{address} is not in the sandbox's list")
+
+    def _poll(self) -> None:
+        if self.failed:
+            self._timer.stop()
+            self.app.exit(1)
+            return
+        if self._steps and self._steps[0]():
+            self._steps.pop(0)
+        if not self._steps:
+            self._timer.stop()
+            self.done = True
+            self.app.exit(0)
+
+
+def shoot(app: QApplication, sandbox: Sandbox, folder: Path, out: Path, *, dark: bool) -> bool:
+    """Sign in a fresh window and take its pictures; returns whether it worked."""
+    info = sandbox.info
+    settings = dataclasses.replace(
+        Settings(config_dir=folder, refresh_interval_s=0),
+        **sandbox_overrides(info),  # type: ignore[arg-type]
+    )
+    window = MainWindow(
+        settings,
+        window_state=QSettings(str(folder / "window-state.ini"), QSettings.Format.IniFormat),
+        theme=Theme(dark=dark),
+    )
+
+    def opener(url: str) -> bool:
+        browser.run(url, account=ADMIN, ca_certificate=str(info.ca_certificate), say=print)
+        return True
+
+    window.browser_opener = opener
+    window.resize(*SIZE)
+    window.show()
+    window.attach_services(
+        build_services(settings), environment="Sandbox", sign_in_note=sandbox_sign_in_note(sandbox)
+    )
+    shooter = Shooter(app, window, out, "main-window-dark" if dark else "main-window")
+    QTimer.singleShot(60_000, lambda: app.exit(2))
+    app.exec()
+    window.close()
+    window.tasks.shutdown(5000)
+    if not shooter.done:
+        print(f"screenshot failed: {shooter.failed or 'timed out'}", file=sys.stderr)
+    return shooter.done
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    # They would replace the sandbox's CA as the trust of every request (see FACTS.md).
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        os.environ.pop(name, None)
+    keyring.set_keyring(MemoryKeyring())
+    app = create_application([sys.argv[0]])
+    app.setQuitOnLastWindowClosed(False)
+    with tempfile.TemporaryDirectory(prefix="qargo-screenshot-") as temp:
+        folder = Path(temp)
+        with Sandbox(SandboxOptions(data_dir=folder / "sandbox")) as sandbox:
+            if not shoot(app, sandbox, folder / "light", args.out, dark=False):
+                return 1
+            app.setStyle("Fusion")
+            app.setPalette(dark_palette())
+            if not shoot(app, sandbox, folder / "dark", args.out, dark=True):
+                return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

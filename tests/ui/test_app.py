@@ -1,0 +1,113 @@
+"""Application bootstrap: the crash handler and run() with the built-in sandbox."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+
+from qargo_desktop import __version__
+from qargo_desktop.core.config import Settings
+from qargo_desktop.ui import app as app_module
+from qargo_desktop.ui import dialogs
+from qargo_desktop.ui.app import CrashHandler, crash_report, run
+from qargo_desktop.ui.main_window import MainWindow, Page
+
+
+@pytest.fixture
+def crashes(monkeypatch) -> list[str]:
+    shown: list[str] = []
+
+    def show_crash(parent, report: str) -> bool:
+        shown.append(report)
+        return False
+
+    monkeypatch.setattr(dialogs, "show_crash", show_crash)
+    return shown
+
+
+def test_crash_report_names_versions_and_hides_secrets() -> None:
+    try:
+        raise RuntimeError("request failed: access_token=eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln")
+    except RuntimeError:
+        report = crash_report(*sys.exc_info(), thread="MainThread")
+    assert f"Qargo Desktop: {__version__}" in report
+    assert "Python: " in report and "Qt: " in report and "PySide6: " in report
+    assert "RuntimeError" in report and "Thread: MainThread" in report
+    assert "eyJhbGciOiJSUzI1NiJ9" not in report
+
+
+def test_uncaught_exception_is_logged_then_shown_on_the_gui_thread(qtbot, crashes, caplog):
+    handler = CrashHandler().install()
+    try:
+        handler.attach_gui(None)
+        assert sys.excepthook == handler._on_exception
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            sys.excepthook(*sys.exc_info())
+        qtbot.waitUntil(lambda: len(crashes) == 1, timeout=3000)
+        assert "ValueError: boom" in crashes[0]
+        assert any(r.levelname == "CRITICAL" for r in caplog.records)
+
+        def worker() -> None:
+            raise KeyError("from a worker")
+
+        thread = threading.Thread(target=worker, name="some-worker")
+        thread.start()
+        thread.join()
+        qtbot.waitUntil(lambda: len(crashes) == 2, timeout=3000)
+        assert "Thread: some-worker" in crashes[1]
+    finally:
+        handler.uninstall()
+    assert sys.excepthook is not handler._on_exception
+
+
+def test_run_first_run_page_then_the_built_in_sandbox(qtbot, tmp_path: Path, monkeypatch) -> None:
+    settings = Settings(config_dir=tmp_path / "config", refresh_interval_s=0)
+    assert settings.missing_for_production()
+    seen: dict[str, object] = {}
+
+    def check() -> None:
+        windows = [w for w in QApplication.topLevelWidgets()
+                   if isinstance(w, MainWindow) and w.isVisible()]  # fmt: skip
+        if not windows:
+            return
+        window = windows[0]
+        if window.current_page is Page.FIRST_RUN and "first_run" not in seen:
+            seen["first_run"] = window.first_run_page.missing.text()
+            window.first_run_page.sandbox_button.click()
+        elif window.current_page is Page.SIGN_IN and "sign_in" not in seen:
+            seen["sign_in"] = window.sign_in_page.note.text()
+            seen["title"] = window.windowTitle()
+            seen["environment"] = window.environment_label.text()
+            window.close()
+
+    poll = QTimer()
+    poll.timeout.connect(check)
+    poll.start(20)
+    safety = QTimer()
+    safety.setSingleShot(True)
+    safety.timeout.connect(lambda: QApplication.instance().exit(99))
+    safety.start(60_000)
+
+    code = run(settings, sandbox=False, argv=[], crash_handler=CrashHandler())
+    poll.stop()
+    safety.stop()
+
+    assert code == 0
+    assert "<code>client_id</code>" in str(seen["first_run"])
+    assert "admin@northwind-haulage.example" in str(seen["sign_in"])
+    assert seen["environment"] == "Sandbox" and "Sandbox" in str(seen["title"])
+    assert (tmp_path / "config" / "window-state.ini").exists()
+    assert QApplication.applicationName() == "qargo-desktop"
+
+
+def test_window_state_lives_in_the_config_folder(tmp_path: Path) -> None:
+    state = app_module.window_state_for(Settings(config_dir=tmp_path / "elsewhere"))
+    assert Path(state.fileName()) == tmp_path / "elsewhere" / "window-state.ini"
