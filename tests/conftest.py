@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,9 @@ import keyring
 import pytest
 
 from tests.memory_keyring import MemoryKeyring
+
+# Before any QApplication exists: every test runs Qt offscreen, display or not.
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
 @pytest.fixture(autouse=True)

@@ -21,6 +21,7 @@ from PySide6.QtCore import (
     QByteArray,
     QItemSelectionModel,
     QModelIndex,
+    QPoint,
     QSettings,
     Qt,
     QTimer,
@@ -34,6 +35,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QMainWindow,
+    QMenu,
     QProgressBar,
     QPushButton,
     QSplitter,
@@ -209,6 +211,10 @@ class MainWindow(QMainWindow):
         self._connect_model()
         self._restore_state()
 
+        from qargo_desktop.ui.link_actions import LinkActions
+
+        self.link_actions = LinkActions(self)
+
         hints = QGuiApplication.styleHints()
         hints.colorSchemeChanged.connect(self._on_color_scheme_changed)
         self.show_starting("Starting...")
@@ -345,12 +351,76 @@ class MainWindow(QMainWindow):
         view_menu.addAction(self.find_action)
         view_menu.addAction(clear_action)
 
+        self._build_mailbox_menu(menu.addMenu("&Mailbox"))
+
         help_menu = menu.addMenu("&Help")
         about_action = QAction(f"&About {APP_DISPLAY_NAME}", self)
         about_action.setMenuRole(QAction.MenuRole.AboutRole)
         about_action.triggered.connect(self._on_about_triggered)
         help_menu.addAction(about_action)
         self._update_actions()
+
+    def _build_mailbox_menu(self, mailbox_menu: QMenu) -> None:
+        """Every action on the selected mailbox, with its shortcut, in a menu and a context menu."""
+        shortcuts = {
+            MailboxAction.AUTHORISE: QKeySequence("Ctrl+L"),
+            MailboxAction.REAUTHORISE: QKeySequence("Ctrl+Shift+L"),
+            MailboxAction.RESET: QKeySequence("Ctrl+Shift+R"),
+            MailboxAction.SELFTEST: QKeySequence("Ctrl+T"),
+            MailboxAction.REMOVE: QKeySequence(QKeySequence.StandardKey.Delete),
+        }
+        self.mailbox_actions: dict[MailboxAction, QAction] = {}
+        for action_kind, shortcut in shortcuts.items():
+            action = QAction(texts.ACTION_LABELS[action_kind], self)
+            action.setShortcut(shortcut)
+            action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+            label = texts.ACTION_LABELS[action_kind].replace("&", "").rstrip(".")
+            action.setToolTip(
+                f"{label} ({shortcut.toString(QKeySequence.SequenceFormat.NativeText)})"
+            )
+            action.triggered.connect(
+                lambda _checked=False, kind=action_kind: self._on_menu_action(kind)
+            )
+            self.mailbox_actions[action_kind] = action
+            mailbox_menu.addAction(action)
+        mailbox_menu.addSeparator()
+        self.copy_address_action = QAction("&Copy address", self)
+        self.copy_address_action.setShortcut(QKeySequence(QKeySequence.StandardKey.Copy))
+        self.copy_address_action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        self.copy_address_action.triggered.connect(self.copy_selected_address)
+        self.table.addAction(self.copy_address_action)
+        mailbox_menu.addAction(self.copy_address_action)
+        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.table.customContextMenuRequested.connect(self._on_table_context_menu_requested)
+        self._update_mailbox_actions()
+
+    def _on_menu_action(self, kind: MailboxAction) -> None:
+        mailbox = self.selected_mailbox()
+        if mailbox is not None and kind in mailbox.actions:
+            self._on_action_requested(kind, mailbox)
+
+    def _on_table_context_menu_requested(self, position: QPoint) -> None:
+        index = self.table.indexAt(position)
+        if not index.isValid():
+            return
+        self.table.selectRow(index.row())
+        menu = QMenu(self.table)
+        for action in self.mailbox_actions.values():
+            if action.isEnabled():
+                menu.addAction(action)
+        menu.addSeparator()
+        menu.addAction(self.copy_address_action)
+        menu.popup(self.table.viewport().mapToGlobal(position))
+
+    def copy_selected_address(self) -> None:
+        """Put the selected mailbox's address on the clipboard."""
+        mailbox = self.selected_mailbox()
+        if mailbox is not None:
+            QGuiApplication.clipboard().setText(mailbox.address)
+            self.statusBar().showMessage(f"Copied {mailbox.address}", 3000)
+
+    def _update_mailbox_actions(self) -> None:
+        self._update_mailbox_actions_for(self.selected_mailbox())
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
@@ -972,6 +1042,7 @@ class MainWindow(QMainWindow):
         # Also offered when signed in as someone who is not a super admin.
         self.sign_out_action.setEnabled(self._services is not None)
         self.add_button.setEnabled(signed_in)
+        self._update_mailbox_actions()
 
     # -- filtering, selection and the detail pane ----------------------------------------------
 
@@ -1046,6 +1117,7 @@ class MainWindow(QMainWindow):
         self._show_in_detail_pane(mailbox)
 
     def _show_in_detail_pane(self, mailbox: Mailbox | None) -> None:
+        self._update_mailbox_actions_for(mailbox)
         new_id = mailbox.id if mailbox else None
         new_etag = mailbox.etag if mailbox else None
         if new_id == self._selected_id and new_etag == self._selected_etag:
@@ -1065,6 +1137,19 @@ class MainWindow(QMainWindow):
         if not same_mailbox:
             self.detail_pane.set_audit_loading()
         self._audit_timer.start(_AUDIT_DELAY_MS if not same_mailbox else 0)
+
+    def _update_mailbox_actions_for(self, mailbox: Mailbox | None) -> None:
+        if not hasattr(self, "mailbox_actions"):
+            return
+        allowed = set(mailbox.actions) if mailbox is not None and self._session else set()
+        busy = (
+            mailbox is not None
+            and hasattr(self, "link_actions")
+            and self.link_actions.busy(mailbox.id)
+        )
+        for kind, action in self.mailbox_actions.items():
+            action.setEnabled(kind in allowed and not busy)
+        self.copy_address_action.setEnabled(mailbox is not None)
 
     def _sync_detail_pane(self) -> None:
         if self._selected_id is None:

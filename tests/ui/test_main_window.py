@@ -17,6 +17,7 @@ from qargo_desktop.core.config import Settings
 from qargo_desktop.core.errors import ApiError, NetworkError, SignInRequired
 from qargo_desktop.core.models import LinkStatus, MailboxAction
 from qargo_desktop.core.services import NotSuperAdmin
+from qargo_desktop.ui import dialogs
 from qargo_desktop.ui.mailbox_model import COLUMN_ADDRESS, COLUMN_STATUS, MailboxRole
 from qargo_desktop.ui.main_window import ConnectionState, MainWindow, Page
 from qargo_desktop.ui.theme import Theme
@@ -227,7 +228,9 @@ def test_first_load_failure_shows_a_designed_error_state(qtbot, make_window) -> 
     assert window.table_stack.currentWidget() is window.table
 
 
-def test_loading_and_empty_states(qtbot, make_window) -> None:
+def test_loading_and_empty_states(qtbot, make_window, monkeypatch) -> None:
+    asked: list[object] = []
+    monkeypatch.setattr(dialogs, "ask_new_mailbox", asked.append)
     window = make_window()
     gate = threading.Event()
     api = FakeApi(mailboxes=[], gate=gate)
@@ -240,6 +243,7 @@ def test_loading_and_empty_states(qtbot, make_window) -> None:
     assert window.placeholder.title == "No mailboxes yet"
     with qtbot.waitSignal(window.add_requested):
         qtbot.mouseClick(window.placeholder._button, Qt.MouseButton.LeftButton)
+    assert asked == [window]
 
 
 def test_expired_sign_in_during_refresh_keeps_the_list_and_asks_to_sign_in(
@@ -350,7 +354,10 @@ def test_header_click_sorts(qtbot, make_window) -> None:
     assert first.status is LinkStatus.LINK_FAILED
 
 
-def test_detail_pane_shows_fields_actions_and_audit_trail(qtbot, make_window) -> None:
+def test_detail_pane_shows_fields_actions_and_audit_trail(qtbot, make_window, monkeypatch) -> None:
+    # The link actions themselves are tested in test_link_actions.py: refuse here.
+    monkeypatch.setattr(dialogs, "confirm_reset", lambda parent, mailbox: False)
+    monkeypatch.setattr(dialogs, "confirm_remove", lambda parent, mailbox: False)
     window = make_window()
     event = AuditEvent("e1", NOW - timedelta(hours=1), "admin@northwind-haulage.example",
                        "authorisation_failed", "attempt expired", "0.1.0", "DESK-7")  # fmt: skip
@@ -391,7 +398,11 @@ def test_detail_pane_shows_fields_actions_and_audit_trail(qtbot, make_window) ->
         ("mbx-00005", MailboxAction.CANCEL, "cancel_authorisation_requested"),
     ],
 )
-def test_action_buttons_emit_the_window_signals(qtbot, make_window, mailbox_id, action, signal):
+def test_action_buttons_emit_the_window_signals(
+    qtbot, make_window, monkeypatch, mailbox_id, action, signal
+):
+    monkeypatch.setattr(dialogs, "confirm_reset", lambda parent, mailbox: False)
+    monkeypatch.setattr(dialogs, "confirm_remove", lambda parent, mailbox: False)
     window = make_window()
     signed_in(
         qtbot, window, FakeServices(api=FakeApi(mailboxes=every_state()), silent=session_for())

@@ -1,0 +1,315 @@
+"""The link actions in the window: authorise, reauthorise, reset, add, remove, cancel.
+
+:class:`LinkActions` listens to the main window's ``*_requested`` signals and runs each
+action through the window's one task runner, with the dialogs of ``dialogs.py``. One
+operation per mailbox at a time; other mailboxes stay usable. Routine outcomes go to the
+message bar; only destructive actions ask for a modal confirmation.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import QObject
+
+from qargo_desktop.core.errors import QargoError
+from qargo_desktop.core.identity import InteractiveControl
+from qargo_desktop.core.linking import Conflict, LinkOutcome, LinkResult, MailboxLinker
+from qargo_desktop.core.models import LinkStatus, Mailbox
+from qargo_desktop.ui import dialogs
+from qargo_desktop.ui.tasks import Progress, TaskHandle
+from qargo_desktop.ui.theme import MessageLevel
+
+if TYPE_CHECKING:
+    from qargo_desktop.ui.main_window import MainWindow
+
+log = logging.getLogger(__name__)
+
+
+class LinkActions(QObject):
+    """Runs the link lifecycle for the main window.
+
+    Args:
+        window: The main window whose signals start the actions.
+    """
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__(window)
+        self._window = window
+        self._running: dict[str, TaskHandle] = {}
+        self._dialogs: dict[str, dialogs.SignInWaitDialog] = {}
+        self._claims: dict[str, str] = {}
+        window.authorise_requested.connect(self.authorise)
+        window.reauthorise_requested.connect(self.authorise)
+        window.reset_requested.connect(self.reset)
+        window.add_requested.connect(self.add)
+        window.remove_requested.connect(self.remove)
+        window.cancel_authorisation_requested.connect(self.cancel)
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def busy(self, mailbox_id: str) -> bool:
+        """Whether an operation on this mailbox is running."""
+        return mailbox_id in self._running
+
+    def _linker(self) -> MailboxLinker | None:
+        services = self._window.services
+        return MailboxLinker(services) if services is not None else None
+
+    def _start(
+        self,
+        mailbox: Mailbox | None,
+        name: str,
+        work: Any,
+        on_finished: Any,
+        on_progress: Any = None,
+    ) -> TaskHandle | None:
+        key = mailbox.id if mailbox is not None else f"new:{name}"
+        if key in self._running:
+            self._window.show_message(
+                f"{mailbox.address if mailbox else 'This'}: another action is still running.",
+                level=MessageLevel.INFO,
+                key=f"busy:{key}",
+            )
+            return None
+
+        def finished(result: Any, error: BaseException | None) -> None:
+            self._running.pop(key, None)
+            on_finished(result, error)
+
+        handle = self._window.tasks.start(name, work, on_finished=finished, on_progress=on_progress)
+        self._running[key] = handle
+        return handle
+
+    def _show_error(self, mailbox: Mailbox | None, error: BaseException) -> None:
+        prefix = f"{mailbox.address}: " if mailbox is not None else ""
+        text = error.explain() if isinstance(error, QargoError) else str(error)
+        if not isinstance(error, QargoError):
+            log.error("Unexpected error in a link action", exc_info=error)
+        self._window.show_message(prefix + text, level=MessageLevel.ERROR)
+
+    def _refresh_row(self, mailbox: Mailbox | None) -> None:
+        if mailbox is not None:
+            self._window.upsert_mailbox(mailbox)
+
+    # -- authorise and reauthorise -------------------------------------------------------
+
+    def authorise(self, mailbox: Mailbox) -> None:
+        """Authorise or reauthorise ``mailbox`` through a browser sign-in as it."""
+        linker = self._linker()
+        services = self._window.services
+        if linker is None or services is None:
+            return
+        opener = self._window.browser_opener
+        claims = self._claims.pop(mailbox.id, None)
+        verb = "Reauthorise" if mailbox.status is not LinkStatus.UNLINKED else "Authorise"
+
+        def work(cancel: threading.Event, progress: Progress) -> LinkResult:
+            control = InteractiveControl(
+                cancel=cancel,
+                deadline_s=services.sign_in_timeout_s,
+                on_auth_uri=lambda url: progress(("auth_uri", url)),
+                on_browser_failed=lambda url: progress(("browser_failed", url)),
+            )
+            if opener is not None:
+                control.opener = opener
+            return linker.authorise(mailbox, control, claims_challenge=claims)
+
+        dialog = dialogs.SignInWaitDialog(
+            self._window,
+            title=f"{verb} {mailbox.address}",
+            heading=f"Sign in as {mailbox.address} in your browser",
+            instructions=(
+                f"A Microsoft sign-in page is opening in your browser. Choose or sign in as "
+                f"{mailbox.address} (not your own admin account) and accept the permissions "
+                "Qargo asks for. If the browser is signed in as someone else, copy the link "
+                "below into a private window."
+            ),
+            deadline_s=services.sign_in_timeout_s,
+        )
+
+        def progressed(value: object) -> None:
+            if isinstance(value, tuple):
+                kind, url = value
+                if kind == "auth_uri":
+                    dialog.set_auth_uri(url)
+                elif kind == "browser_failed":
+                    dialog.set_browser_failed(url)
+
+        handle = self._start(
+            mailbox,
+            f"{verb.lower()} {mailbox.address}",
+            work,
+            lambda result, error: self._on_authorise_finished(mailbox, result, error),
+            progressed,
+        )
+        if handle is None:
+            dialog.deleteLater()
+            return
+        dialog.cancel_requested.connect(handle.cancel)
+        self._dialogs[mailbox.id] = dialog
+        dialog.open()
+        log.info("%s of %s started from the window", verb, mailbox.address)
+
+    def authorisation_dialog(self, mailbox_id: str) -> dialogs.SignInWaitDialog | None:
+        """The waiting dialog of a running authorisation (for tests and Cancel)."""
+        return self._dialogs.get(mailbox_id)
+
+    def _on_authorise_finished(
+        self, mailbox: Mailbox, result: Any, error: BaseException | None
+    ) -> None:
+        dialog = self._dialogs.pop(mailbox.id, None)
+        if dialog is not None:
+            dialog.finish()
+            dialog.deleteLater()
+        self._window.raise_()
+        self._window.activateWindow()
+        if error is not None:
+            # The API refused to start the attempt (or the network failed before it).
+            self._show_error(mailbox, error)
+            self._reload(mailbox)
+            return
+        assert isinstance(result, LinkResult)
+        self._refresh_row(result.mailbox)
+        if result.ok:
+            self._window.show_message(
+                f"{mailbox.address} is linked.", level=MessageLevel.INFO,
+                key=f"linked:{mailbox.id}",
+            )  # fmt: skip
+            return
+        if result.claims_challenge:
+            self._claims[mailbox.id] = result.claims_challenge
+        current = result.mailbox or mailbox
+        retry = (lambda: self.authorise(current)) if result.outcome in (
+            LinkOutcome.WRONG_ACCOUNT, LinkOutcome.DEADLINE, LinkOutcome.DECLINED
+        ) and current.status is not LinkStatus.LINK_FAILED else None  # fmt: skip
+        if result.outcome is LinkOutcome.CANCELLED:
+            self._window.show_message(
+                f"{mailbox.address}: authorisation cancelled.", level=MessageLevel.INFO
+            )
+            return
+        text = result.error.explain() if result.error is not None else "The authorisation failed."
+        if current.status is LinkStatus.LINK_FAILED:
+            text += " Reset the API link status, then authorise again."
+        self._window.show_message(
+            f"{mailbox.address}: {text}",
+            level=MessageLevel.ERROR,
+            action_text="Try again" if retry else None,
+            on_action=retry,
+        )
+
+    def cancel(self, mailbox: Mailbox) -> None:
+        """Cancel this app's running authorisation of ``mailbox``."""
+        handle = self._running.get(mailbox.id)
+        if handle is not None:
+            handle.cancel()
+            return
+        self._window.show_message(
+            f"{mailbox.address}: the authorisation in progress was started elsewhere; it ends "
+            "by itself when it expires.",
+            level=MessageLevel.INFO,
+        )
+
+    def cancel_all(self) -> None:
+        """Cancel every running action (the window is closing)."""
+        for handle in list(self._running.values()):
+            handle.cancel()
+
+    # -- reset, add, remove -------------------------------------------------------------
+
+    def reset(self, mailbox: Mailbox) -> None:
+        """Reset a failed link, after a confirmation whose default is Cancel."""
+        linker = self._linker()
+        if linker is None or not dialogs.confirm_reset(self._window, mailbox):
+            return
+
+        def work(_cancel: threading.Event, _progress: Progress) -> Mailbox:
+            return linker.reset(mailbox)
+
+        def finished(result: Any, error: BaseException | None) -> None:
+            self._on_changed(mailbox, result, error, "reset")
+
+        self._start(mailbox, f"reset {mailbox.address}", work, finished)
+
+    def remove(self, mailbox: Mailbox) -> None:
+        """Remove a mailbox, after a confirmation whose default is Cancel."""
+        linker = self._linker()
+        if linker is None or not dialogs.confirm_remove(self._window, mailbox):
+            return
+
+        def work(_cancel: threading.Event, _progress: Progress) -> None:
+            linker.remove(mailbox)
+
+        def finished(result: Any, error: BaseException | None) -> None:
+            if error is None:
+                self._window.remove_mailbox(mailbox.id)
+                self._window.show_message(f"Removed {mailbox.address}.", level=MessageLevel.INFO)
+                return
+            self._on_changed(mailbox, None, error, "remove")
+
+        self._start(mailbox, f"remove {mailbox.address}", work, finished)
+
+    def add(self) -> None:
+        """Ask for an address and add the mailbox."""
+        linker = self._linker()
+        if linker is None:
+            return
+        answer = dialogs.ask_new_mailbox(self._window)
+        if answer is None:
+            return
+        address, display_name = answer
+
+        def work(_cancel: threading.Event, _progress: Progress) -> Mailbox:
+            return linker.add(address, display_name or None)
+
+        def finished(result: Any, error: BaseException | None) -> None:
+            if error is not None:
+                self._show_error(None, error)
+                return
+            self._window.upsert_mailbox(result)
+            self._window.select_mailbox(result.id)
+            self._window.show_message(
+                f"Added {result.address}. Authorise it to link it.",
+                level=MessageLevel.INFO,
+                action_text="Authorise API",
+                on_action=lambda: self.authorise(result),
+            )
+
+        self._start(None, f"add {address}", work, finished)
+
+    def _on_changed(
+        self, mailbox: Mailbox, result: Any, error: BaseException | None, what: str
+    ) -> None:
+        if error is None:
+            self._refresh_row(result)
+            label = "Unlinked" if what == "reset" else "changed"
+            self._window.show_message(f"{mailbox.address} is now {label}.", level=MessageLevel.INFO)
+            return
+        if isinstance(error, Conflict):
+            if error.current is not None:
+                self._refresh_row(error.current)
+            self._window.show_message(
+                f"{mailbox.address}: someone else changed this mailbox first. The row now shows "
+                "its current state; check it and try again if still needed.",
+                level=MessageLevel.WARNING,
+            )
+            return
+        self._show_error(mailbox, error)
+        self._reload(mailbox)
+
+    def _reload(self, mailbox: Mailbox) -> None:
+        """Fetch the mailbox again so the row shows the server's truth."""
+        services = self._window.services
+        if services is None:
+            return
+
+        def work(_cancel: threading.Event, _progress: Progress) -> Mailbox:
+            return services.api.get_mailbox(mailbox.id)
+
+        def finished(result: Any, error: BaseException | None) -> None:
+            if error is None:
+                self._refresh_row(result)
+
+        self._window.tasks.start(f"reload {mailbox.address}", work, on_finished=finished)
