@@ -37,6 +37,7 @@ from qargo_desktop.core.config import Settings
 from qargo_desktop.sandbox import browser
 from qargo_desktop.sandbox.server import Sandbox
 from qargo_desktop.sandbox.world import SandboxOptions
+from qargo_desktop.ui import dialogs
 from qargo_desktop.ui.app import create_application, sandbox_sign_in_note
 from qargo_desktop.ui.main_window import MainWindow, Page
 from qargo_desktop.ui.theme import Theme
@@ -45,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 ADMIN = "admin@northwind-haulage.example"
 SELECTED = "claims@northwind-haulage.example"
+AUTHORISED = "sales@northwind-haulage.example"
 SIZE = (1440, 880)
 
 
@@ -104,6 +106,8 @@ class Shooter:
             self._list_loaded,
             self._history_loaded,
         ]
+        if prefix == "main-window":
+            self._steps += [self._start_authorising, self._authorising_shown, self._reset_shown]
         self._timer = QTimer()
         self._timer.timeout.connect(self._poll)
         self._timer.start(100)
@@ -139,6 +143,48 @@ class Shooter:
             return False
         self.window.table.setFocus(Qt.FocusReason.OtherFocusReason)
         self._grab(f"{self.prefix}.png")
+        return True
+
+    def _start_authorising(self) -> bool:
+        # The browser opens the page and waits, as a person reading it would.
+        info_ca = self.window.property("sandbox_ca")
+        self.window.browser_opener = lambda url: bool(
+            browser.run(
+                url, account=AUTHORISED, action="ignore", ca_certificate=info_ca, say=print
+            )
+        )
+        mailbox = self.window.model.find(self._id_of(AUTHORISED))
+        assert mailbox is not None
+        self.window.authorise_requested.emit(mailbox)
+        return True
+
+    def _authorising_shown(self) -> bool:
+        dialog = self.window.link_actions.authorisation_dialog(self._id_of(AUTHORISED))
+        if dialog is None or not dialog.link.text():
+            return False
+        dialog.grab().save(str(self.out / "authorising-dialog.png"))
+        print(f"wrote {self.out / 'authorising-dialog.png'}")
+        dialog.cancel_button.click()
+        return True
+
+    def _reset_shown(self) -> bool:
+        if self.window.link_actions.busy(self._id_of(AUTHORISED)):
+            return False
+        mailbox = self.window.model.find(self._id_of(SELECTED))
+        assert mailbox is not None
+        words = dialogs.reset_confirmation_text(mailbox)
+        box, _yes = dialogs.build_confirmation(
+            self.window,
+            title=words["title"],
+            text=words["text"],
+            informative=words["informative"],
+            confirm_label=words["confirm_label"],
+        )
+        box.show()
+        self.app.processEvents()
+        box.grab().save(str(self.out / "reset-confirmation.png"))
+        print(f"wrote {self.out / 'reset-confirmation.png'}")
+        box.close()
         return True
 
     def _id_of(self, address: str) -> str:
@@ -178,6 +224,7 @@ def shoot(app: QApplication, sandbox: Sandbox, folder: Path, out: Path, *, dark:
         return True
 
     window.browser_opener = opener
+    window.setProperty("sandbox_ca", str(info.ca_certificate))
     window.resize(*SIZE)
     window.show()
     window.attach_services(

@@ -53,6 +53,28 @@ def confirm(
     Cancel is the default button and Escape answers Cancel, so a stray Enter never
     confirms a destructive action.
     """
+    box, yes = build_confirmation(
+        parent,
+        title=title,
+        text=text,
+        informative=informative,
+        confirm_label=confirm_label,
+        destructive=destructive,
+    )
+    box.exec()
+    return box.clickedButton() is yes
+
+
+def build_confirmation(
+    parent: QWidget | None,
+    *,
+    title: str,
+    text: str,
+    informative: str = "",
+    confirm_label: str,
+    destructive: bool = True,
+) -> tuple[QMessageBox, QPushButton]:
+    """Build (not show) a confirmation box and its confirm button."""
     box = QMessageBox(parent)
     box.setWindowTitle(title)
     box.setIcon(QMessageBox.Icon.Warning if destructive else QMessageBox.Icon.Question)
@@ -63,21 +85,31 @@ def confirm(
     cancel = box.addButton(QMessageBox.StandardButton.Cancel)
     box.setDefaultButton(cancel)
     box.setEscapeButton(cancel)
-    box.exec()
-    return box.clickedButton() is yes
+    return box, yes
+
+
+def reset_confirmation_text(mailbox: Mailbox) -> dict[str, str]:
+    """The words of the reset confirmation (shared by the dialog and its screenshot)."""
+    return {
+        "title": "Reset API link status",
+        "text": f"Reset the API link status of {mailbox.address}?",
+        "informative": (
+            "The mailbox becomes Unlinked. Qargo keeps not reading or sending its mail until "
+            "someone authorises it again."
+        ),
+        "confirm_label": "Reset API link status",
+    }
 
 
 def confirm_reset(parent: QWidget | None, mailbox: Mailbox) -> bool:
     """Confirm "Reset API link status" for a mailbox whose link failed."""
+    words = reset_confirmation_text(mailbox)
     return confirm(
         parent,
-        title="Reset API link status",
-        text=f"Reset the API link status of {mailbox.address}?",
-        informative=(
-            "The mailbox becomes Unlinked. Qargo keeps not reading or sending its mail until "
-            "someone authorises it again."
-        ),
-        confirm_label="Reset API link status",
+        title=words["title"],
+        text=words["text"],
+        informative=words["informative"],
+        confirm_label=words["confirm_label"],
     )
 
 
@@ -251,6 +283,7 @@ class SignInWaitDialog(QDialog):
         )
         self.link_intro.setText("Sign-in link:")
         self.copy_button.setDefault(True)
+        self._fit()
         self.copy_button.setFocus()
 
     def finish(self) -> None:
@@ -262,6 +295,16 @@ class SignInWaitDialog(QDialog):
     def _set_link_visible(self, visible: bool) -> None:
         for widget in (self.link_intro, self.link, self.copy_button):
             widget.setVisible(visible)
+        self._fit()
+
+    def _fit(self) -> None:
+        # Word-wrapped labels only report their height for a given width: grow the dialog
+        # to show every line instead of clipping the instructions.
+        layout = self.layout()
+        if layout is None:
+            return
+        width = max(self.width(), self.minimumWidth())
+        self.resize(width, max(self.height(), layout.heightForWidth(width)))
 
     def _on_tick(self) -> None:
         left = self.seconds_left
