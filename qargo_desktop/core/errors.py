@@ -41,7 +41,8 @@ class Advice:
 
 
 # One table for every code the app knows. Keys are namespaced: "aadsts:<number>",
-# "oauth:<error>", "api:<code>", "graph:<code>", "net:<kind>", "app:<kind>".
+# "oauth:<error>", "api:<code>", "graph:<code>", "net:<kind>", "app:<kind>",
+# "selftest:<finding>".
 ADVICE: dict[str, Advice] = {
     # Identity platform: AADSTS numbers.
     "aadsts:65004": Advice(
@@ -152,6 +153,16 @@ ADVICE: dict[str, Advice] = {
         NextStep.RETRY,
         "Start the sign-in again and enter the code sooner.",
     ),
+    "oauth:authorization_declined": Advice(
+        "The sign-in was declined on the other device.",
+        NextStep.RETRY,
+        "Start the sign-in again and choose Accept on the other device.",
+    ),
+    "oauth:bad_verification_code": Advice(
+        "The sign-in code was not recognised.",
+        NextStep.RETRY,
+        "Start the sign-in again and enter the new code exactly as shown.",
+    ),
     # Organisation API problem codes.
     "api:not_super_admin": Advice(
         "This account is not a Qargo super admin.",
@@ -253,6 +264,118 @@ ADVICE: dict[str, Advice] = {
         "Microsoft Graph is throttling requests for this app.",
         NextStep.RETRY_LATER,
     ),
+    "graph:ServiceNotAvailable": Advice(
+        "Microsoft Graph is temporarily unavailable.",
+        NextStep.RETRY_LATER,
+    ),
+    "graph:generalException": Advice(
+        "Microsoft Graph had an internal error.",
+        NextStep.RETRY_LATER,
+        "Try again in a few minutes.",
+    ),
+    "graph:ErrorSendAsDenied": Advice(
+        "Microsoft 365 refused to send as this mailbox.",
+        NextStep.REAUTHORISE,
+        "Reauthorise the mailbox, signing in as the mailbox account itself.",
+    ),
+    "graph:ErrorInvalidRecipients": Advice(
+        "Microsoft 365 did not accept the mailbox's own address as a recipient.",
+        NextStep.ASK_TENANT_ADMIN,
+        "Ask your Microsoft 365 administrator to check that the address is the mailbox's "
+        "primary address.",
+    ),
+    "graph:ErrorMessageSubmissionBlocked": Advice(
+        "Microsoft 365 has blocked this mailbox from sending mail.",
+        NextStep.ASK_TENANT_ADMIN,
+        "This often follows suspected spam. A Microsoft 365 administrator can release it "
+        "under Restricted entities in the Microsoft Defender portal.",
+    ),
+    "graph:ErrorQuotaExceeded": Advice(
+        "The mailbox is full.",
+        NextStep.ASK_TENANT_ADMIN,
+        "Free some space in the mailbox, or ask your Microsoft 365 administrator to raise its "
+        "quota.",
+    ),
+    # The send/receive self-test.
+    "selftest:send_unconfirmed": Advice(
+        "The send request got no answer, so the app could not tell whether the test message "
+        "went out.",
+        NextStep.RETRY,
+        "The app looked for the message instead of sending it again. Check the network and "
+        "proxy, then run the test again.",
+    ),
+    "selftest:submission_slow": Advice(
+        "Microsoft Graph took a long time to accept the test message.",
+        NextStep.CHECK_NETWORK,
+        "A slow network or proxy between this computer and Microsoft 365 can cause this. Run "
+        "the test again; if it stays slow, check the proxy.",
+    ),
+    "selftest:delivery_failed": Advice(
+        "The test message did not arrive in the mailbox in time.",
+        NextStep.ASK_TENANT_ADMIN,
+        "Check the tenant's mail flow in the Exchange admin centre (message trace, quarantine, "
+        "transport rules) and the mailbox's inbox rules. If mail flow looks fine, contact Qargo "
+        "Support with this report.",
+    ),
+    "selftest:delivery_slow": Advice(
+        "Microsoft 365 delivered the test message, but slowly.",
+        NextStep.ASK_TENANT_ADMIN,
+        "The delay is in Microsoft 365's delivery, not in Qargo. If it keeps happening, check "
+        "the tenant's mail flow with a message trace in the Exchange admin centre.",
+    ),
+    "selftest:sync_failed": Advice(
+        "Qargo's sync did not see the test message in time.",
+        NextStep.REAUTHORISE,
+        "Reauthorise the mailbox and run the test again. If it still fails, reset the link, "
+        "authorise it again, and contact Qargo Support with this report.",
+    ),
+    "selftest:sync_slow": Advice(
+        "Qargo's sync saw the test message, but slowly.",
+        NextStep.CONTACT_SUPPORT,
+        "The delay is on Qargo's side. If it keeps happening, contact Qargo Support with this "
+        "report.",
+    ),
+    "selftest:not_linked": Advice(
+        "Qargo does not read this mailbox: it is not linked.",
+        NextStep.REAUTHORISE,
+        "Authorise the mailbox, then run the test again.",
+    ),
+    "selftest:reauthorisation_required": Advice(
+        "Qargo cannot read this mailbox until it is reauthorised.",
+        NextStep.REAUTHORISE,
+        "Reauthorise the mailbox, then run the test again.",
+    ),
+    "selftest:link_failed": Advice(
+        "Qargo cannot read this mailbox: its last authorisation failed.",
+        NextStep.RESET,
+        "Reset the API link status, authorise the mailbox again, then run the test again.",
+    ),
+    "selftest:grant_refused": Advice(
+        "Microsoft refused the mailbox's saved sign-in (the grant was revoked or has expired).",
+        NextStep.REAUTHORISE,
+        "Reauthorise the mailbox, then run the test again.",
+    ),
+    "selftest:no_saved_sign_in": Advice(
+        "This computer has no saved sign-in for the mailbox.",
+        NextStep.SIGN_IN,
+        "Run the test again and sign in as the mailbox in the browser when asked.",
+    ),
+    "selftest:clock_skew": Advice(
+        "This computer's clock is far from the servers' clocks.",
+        NextStep.CHECK_SETTINGS,
+        "Set the clock to synchronise automatically. Sign-ins can fail when the clock is more "
+        "than five minutes off.",
+    ),
+    "selftest:cleanup_failed": Advice(
+        "The test message could not be deleted.",
+        NextStep.NONE,
+        "Delete it by hand: its subject starts with [Qargo self-test].",
+    ),
+    "selftest:deadline": Advice(
+        "The test ran out of time.",
+        NextStep.RETRY,
+        "Run it again, with a longer time limit if the services are slow today.",
+    ),
     # Network and HTTP.
     "net:throttled": Advice(
         "The service is busy and asked the app to slow down.",
@@ -270,23 +393,61 @@ ADVICE: dict[str, Advice] = {
     "net:dns": Advice(
         "The service's name could not be found (DNS).",
         NextStep.CHECK_NETWORK,
-        "Check the network connection, the DNS settings and the configured addresses.",
+        "Check the network connection and the configured addresses. On a network that only "
+        "reaches the internet through a proxy, set the proxy in the settings.",
     ),
     "net:timeout": Advice(
         "The service did not answer in time.",
         NextStep.CHECK_NETWORK,
-        "Check the network connection, then retry.",
+        "A slow network, a VPN, or a firewall that silently drops the connection can cause "
+        "this. Check the network connection, then retry.",
     ),
     "net:tls": Advice(
-        "The service's certificate could not be verified.",
+        "The service's certificate was issued by an authority this computer does not trust.",
         NextStep.CHECK_NETWORK,
-        "A TLS-inspecting proxy may be in the way: ask IT to add its certificate to "
-        "Windows' trusted roots, or set extra_ca_file in the settings.",
+        "Usually a TLS-inspecting proxy (a corporate firewall or antivirus that opens secure "
+        "connections) is in the way. Ask IT to install the proxy's root certificate in the "
+        "computer's trusted roots, or save it as a PEM file and set extra_ca_file in the "
+        "settings. Diagnostics names who issued the certificate.",
+    ),
+    "net:tls_expired": Advice(
+        "The service's certificate has expired or is not valid yet.",
+        NextStep.CHECK_SETTINGS,
+        "Check that this computer's date and time are right (Diagnostics shows how far the "
+        "clock is from the servers'). If they are, a proxy may be presenting an old "
+        "certificate: tell IT.",
+    ),
+    "net:tls_hostname": Advice(
+        "The certificate that answered belongs to a different address.",
+        NextStep.CHECK_NETWORK,
+        "A proxy or a network sign-in page (hotel or guest Wi-Fi) may be answering instead of "
+        "the service. Sign in to the network in a browser, or ask IT.",
+    ),
+    "net:tls_handshake": Advice(
+        "The secure connection (TLS) to the service failed.",
+        NextStep.CHECK_NETWORK,
+        "A proxy or firewall may be blocking or altering the connection. Run Diagnostics and "
+        "send the support bundle to your support contact.",
     ),
     "net:proxy_auth": Advice(
-        "The proxy requires authentication.",
+        "The proxy asked for a user name and password.",
         NextStep.CHECK_NETWORK,
-        "Set the proxy address with its user name in the settings, or ask IT.",
+        'Put them in the proxy setting (proxy = "http://user:password@proxy.example:8080"), '
+        "or ask IT to let the app through. Proxies that sign in with the Windows account "
+        "(NTLM or Kerberos) are not supported: ask IT for an exception for the Microsoft and "
+        "Qargo addresses.",
+    ),
+    "net:proxy_refused": Advice(
+        "The proxy refused to connect the app to the service.",
+        NextStep.CHECK_NETWORK,
+        "The proxy may block this address or could not reach it. Ask IT to allow the Microsoft "
+        "sign-in, Microsoft Graph and Qargo addresses (Diagnostics lists them).",
+    ),
+    "net:proxy_unreachable": Advice(
+        "The proxy could not be reached.",
+        NextStep.CHECK_NETWORK,
+        "Check the proxy in the settings (or the system's proxy settings) and the network "
+        "connection.",
     ),
     "net:bad_response": Advice(
         "The service sent an answer the app could not understand.",
@@ -501,29 +662,70 @@ def _status_key(status: int) -> str | None:
 
 
 def network_error(exc: BaseException, *, service: str) -> NetworkError:
-    """Turn a transport exception (requests, urllib3, ssl, socket) into plain advice."""
+    """Turn a transport exception (requests, urllib3, ssl, socket) into plain advice.
+
+    Recognised: a proxy that wants a password (407), refuses a tunnel or cannot be reached;
+    a certificate from an unknown authority (a TLS-inspecting proxy), expired or for
+    another name; other TLS failures; timeouts; name lookups that fail; unreadable answers.
+    Anything else is ``net:connection``.
+    """
+    text = f"{type(exc).__name__}: {exc}"
+    key = _network_key(exc, text.lower())
+    return NetworkError(f"{service}: {text}", key=key, code=key.split(":", 1)[1])
+
+
+# Fragments of the messages that OpenSSL, urllib3 and the OS resolvers put in exceptions
+# (requests nests them, so the text is searched rather than the exception types).
+_EXPIRED = ("certificate has expired", "certificate is not yet valid", "certificate_expired")
+_HOSTNAME = ("hostname mismatch", "doesn't match", "does not match", "not valid for")
+_UNTRUSTED = (
+    "certificate verify failed",
+    "unable to get local issuer",
+    "self signed certificate",
+    "self-signed certificate",
+    "unknown ca",
+    "untrusted root",
+)
+_NAME_LOOKUP = (
+    "name or service not known",
+    "nodename nor servname",
+    "getaddrinfo failed",
+    "temporary failure in name resolution",
+    "nameresolutionerror",
+    "no address associated with hostname",
+    "failed to resolve",
+)
+
+
+def _network_key(exc: BaseException, lowered: str) -> str:
+    import socket
     import ssl
 
     import requests
 
-    text = f"{type(exc).__name__}: {exc}"
-    lowered = text.lower()
-    if isinstance(exc, requests.exceptions.ProxyError) and "407" in text:
-        key = "net:proxy_auth"
-    elif isinstance(exc, requests.exceptions.SSLError | ssl.SSLError) or ("certificate" in lowered):
-        key = "net:tls"
-    elif isinstance(exc, requests.exceptions.Timeout) or "timed out" in lowered:
-        key = "net:timeout"
-    elif (
-        "name or service not known" in lowered
-        or "nodename nor servname" in lowered
-        or "getaddrinfo failed" in lowered
-        or "temporary failure in name resolution" in lowered
-        or "nameresolutionerror" in lowered
-    ):
-        key = "net:dns"
-    elif isinstance(exc, requests.exceptions.ChunkedEncodingError | ValueError):
-        key = "net:bad_response"
-    else:
-        key = "net:connection"
-    return NetworkError(f"{service}: {text}", key=key, code=key.split(":", 1)[1])
+    is_proxy_error = isinstance(exc, requests.exceptions.ProxyError) or (
+        "unable to connect to proxy" in lowered
+    )
+    if is_proxy_error and "407" in lowered:
+        return "net:proxy_auth"
+    if any(marker in lowered for marker in _EXPIRED):
+        return "net:tls_expired"
+    if "certificate" in lowered and any(marker in lowered for marker in _HOSTNAME):
+        return "net:tls_hostname"
+    if any(marker in lowered for marker in _UNTRUSTED):
+        return "net:tls"
+    if is_proxy_error:
+        # "Tunnel connection failed: 403 Forbidden" is the proxy's answer; anything else
+        # means the proxy itself was not reached.
+        if "tunnel connection failed" in lowered:
+            return "net:proxy_refused"
+        return "net:proxy_unreachable"
+    if isinstance(exc, requests.exceptions.Timeout | TimeoutError) or "timed out" in lowered:
+        return "net:timeout"
+    if isinstance(exc, requests.exceptions.SSLError | ssl.SSLError) or "certificate" in lowered:
+        return "net:tls_handshake"
+    if isinstance(exc, socket.gaierror) or any(marker in lowered for marker in _NAME_LOOKUP):
+        return "net:dns"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError | ValueError):
+        return "net:bad_response"
+    return "net:connection"

@@ -14,6 +14,7 @@ _SECTIONS = {
     "api": "Qargo organisation API (problem `code`)",
     "graph": "Microsoft Graph (error `code`)",
     "net": "Network and HTTP",
+    "selftest": "The send/receive self-test",
     "app": "The app itself",
 }
 
