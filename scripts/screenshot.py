@@ -30,10 +30,11 @@ from keyring.backend import KeyringBackend
 
 from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QWidget
 
 from qargo_desktop.core.bootstrap import build_services, sandbox_overrides
 from qargo_desktop.core.config import Settings
+from qargo_desktop.core.selftest import SelfTestOptions
 from qargo_desktop.sandbox import browser
 from qargo_desktop.sandbox.server import Sandbox
 from qargo_desktop.sandbox.world import SandboxOptions
@@ -47,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ADMIN = "admin@northwind-haulage.example"
 SELECTED = "claims@northwind-haulage.example"
 AUTHORISED = "sales@northwind-haulage.example"
+TESTED = "dispatch@northwind-haulage.example"
 SIZE = (1440, 880)
 
 
@@ -107,7 +109,15 @@ class Shooter:
             self._history_loaded,
         ]
         if prefix == "main-window":
-            self._steps += [self._start_authorising, self._authorising_shown, self._reset_shown]
+            self._steps += [
+                self._start_authorising,
+                self._authorising_shown,
+                self._reset_shown,
+                self._start_selftest,
+                self._selftest_passed,
+                self._selftest_failed,
+            ]
+        self.sandbox: Sandbox | None = None
         self._timer = QTimer()
         self._timer.timeout.connect(self._poll)
         self._timer.start(100)
@@ -149,9 +159,7 @@ class Shooter:
         # The browser opens the page and waits, as a person reading it would.
         info_ca = self.window.property("sandbox_ca")
         self.window.browser_opener = lambda url: bool(
-            browser.run(
-                url, account=AUTHORISED, action="ignore", ca_certificate=info_ca, say=print
-            )
+            browser.run(url, account=AUTHORISED, action="ignore", ca_certificate=info_ca, say=print)
         )
         mailbox = self.window.model.find(self._id_of(AUTHORISED))
         assert mailbox is not None
@@ -186,6 +194,41 @@ class Shooter:
         print(f"wrote {self.out / 'reset-confirmation.png'}")
         box.close()
         return True
+
+    def _start_selftest(self) -> bool:
+        ca = self.window.property("sandbox_ca")
+        self.window.browser_opener = lambda url: bool(
+            browser.run(url, account=TESTED, ca_certificate=ca, say=print)
+        )
+        mailbox = self.window.model.find(self._id_of(TESTED))
+        assert mailbox is not None
+        self.window.selftest_requested.emit(mailbox)
+        return True
+
+    def _selftest_passed(self) -> bool:
+        dialog = self.window.link_actions.selftest_dialog(self._id_of(TESTED))
+        if dialog is None or dialog.running or dialog.report is None:
+            return False
+        self._grab_widget(dialog, "selftest-pass.png")
+        # Qargo's sync never sees the next message: the run fails on the last leg.
+        assert self.sandbox is not None
+        self.sandbox.set_faults(never_sync=True)
+        dialog.options = SelfTestOptions(timeout_s=6)
+        dialog.start()
+        return True
+
+    def _selftest_failed(self) -> bool:
+        dialog = self.window.link_actions.selftest_dialog(self._id_of(TESTED))
+        if dialog is None or dialog.running or dialog.report is None:
+            return False
+        self._grab_widget(dialog, "selftest-fail.png")
+        dialog.close_button.click()
+        return True
+
+    def _grab_widget(self, widget: QWidget, name: str) -> None:
+        self.app.processEvents()
+        widget.grab().save(str(self.out / name))
+        print(f"wrote {self.out / name}")
 
     def _id_of(self, address: str) -> str:
         for mailbox in self.window.model.mailboxes():
@@ -231,7 +274,8 @@ def shoot(app: QApplication, sandbox: Sandbox, folder: Path, out: Path, *, dark:
         build_services(settings), environment="Sandbox", sign_in_note=sandbox_sign_in_note(sandbox)
     )
     shooter = Shooter(app, window, out, "main-window-dark" if dark else "main-window")
-    QTimer.singleShot(60_000, lambda: app.exit(2))
+    shooter.sandbox = sandbox
+    QTimer.singleShot(120_000, lambda: app.exit(2))
     app.exec()
     window.close()
     window.tasks.shutdown(5000)

@@ -19,6 +19,7 @@ from qargo_desktop.core.identity import InteractiveControl
 from qargo_desktop.core.linking import Conflict, LinkOutcome, LinkResult, MailboxLinker
 from qargo_desktop.core.models import LinkStatus, Mailbox
 from qargo_desktop.ui import dialogs
+from qargo_desktop.ui.selftest_dialog import SelfTestDialog
 from qargo_desktop.ui.tasks import Progress, TaskHandle
 from qargo_desktop.ui.theme import MessageLevel
 
@@ -47,6 +48,8 @@ class LinkActions(QObject):
         window.add_requested.connect(self.add)
         window.remove_requested.connect(self.remove)
         window.cancel_authorisation_requested.connect(self.cancel)
+        window.selftest_requested.connect(self.selftest)
+        self._selftests: dict[str, SelfTestDialog] = {}
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -216,6 +219,44 @@ class LinkActions(QObject):
         """Cancel every running action (the window is closing)."""
         for handle in list(self._running.values()):
             handle.cancel()
+
+    # -- self-test ----------------------------------------------------------------------
+
+    def selftest(self, mailbox: Mailbox) -> None:
+        """Open the self-test dialog of ``mailbox`` and start a run."""
+        services = self._window.services
+        if services is None:
+            return
+        existing = self._selftests.get(mailbox.id)
+        if existing is not None:
+            existing.raise_()
+            existing.activateWindow()
+            return
+        from qargo_desktop.core.config import app_paths
+
+        settings = self._window.settings
+        dialog = SelfTestDialog(
+            self._window,
+            mailbox=mailbox,
+            services=services,
+            tasks=self._window.tasks,
+            theme=self._window.theme,
+            data_dir=app_paths(settings).data_dir if settings is not None else None,
+            opener=self._window.browser_opener,
+        )
+        self._selftests[mailbox.id] = dialog
+
+        def closed() -> None:
+            self._selftests.pop(mailbox.id, None)
+            dialog.deleteLater()
+
+        dialog.finished.connect(closed)
+        dialog.show()
+        dialog.start()
+
+    def selftest_dialog(self, mailbox_id: str) -> SelfTestDialog | None:
+        """The open self-test dialog of a mailbox, if any."""
+        return self._selftests.get(mailbox_id)
 
     # -- reset, add, remove -------------------------------------------------------------
 

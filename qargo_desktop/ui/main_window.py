@@ -541,6 +541,16 @@ class MainWindow(QMainWindow):
         return self._services
 
     @property
+    def settings(self) -> Settings | None:
+        """The settings the window was opened with."""
+        return self._settings
+
+    @property
+    def theme(self) -> Theme:
+        """The colours in use."""
+        return self._theme
+
+    @property
     def environment(self) -> str:
         """What the services point at, when not production (``Sandbox``)."""
         return self._environment
