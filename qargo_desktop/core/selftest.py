@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from qargo_desktop import __version__
@@ -1789,3 +1790,26 @@ __all__ = [
     "Verdict",
     "run_selftest",
 ]
+
+
+#: How many saved reports are kept; older ones are deleted.
+SAVED_REPORTS_KEPT = 50
+
+
+def save_report(report: SelfTestReport, data_dir: Path) -> Path:
+    """Keep ``report`` as JSON in the data folder, for the support bundle.
+
+    The folder holds at most :data:`SAVED_REPORTS_KEPT` reports; the oldest go first.
+    """
+    from qargo_desktop.core.support import SELFTEST_REPORTS_DIR
+
+    folder = data_dir / SELFTEST_REPORTS_DIR
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    stamp = report.started_at.strftime("%Y%m%dT%H%M%SZ")
+    safe_address = "".join(c if c.isalnum() or c in "@.-_" else "_" for c in report.address)
+    path = folder / f"{stamp}-{safe_address}.json"
+    path.write_text(report.to_json(), encoding="utf-8")
+    for old in sorted(folder.glob("*.json"))[:-SAVED_REPORTS_KEPT]:
+        old.unlink(missing_ok=True)
+    log.info("Saved the self-test report of %s (%s)", report.address, report.verdict.value)
+    return path
