@@ -44,6 +44,30 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
 
 
+def _device_code_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device-code",
+        action="store_true",
+        help="sign in on another device with a code instead (when no browser is usable here)",
+    )
+
+
+def _diagnose_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--bundle",
+        metavar="FILE.zip",
+        help="also save a support bundle: the report, redacted logs, crash and self-test reports",
+    )
+    parser.add_argument("--no-network", action="store_true", help="do not contact the services")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        metavar="S",
+        help="time limit of each network step (default: http_connect_timeout_s)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of every command."""
     parser = argparse.ArgumentParser(
@@ -51,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Keep your organisation's linked Microsoft 365 mailboxes healthy.",
     )
     parser.add_argument("--version", action="version", version=f"qargo-desktop {__version__}")
+    # Hidden: open the window, quit once it has painted (the bundle's smoke test, timings).
+    parser.add_argument("--quit-after-start", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--select",
+        metavar="ADDRESS",
+        help="select this mailbox in the window (in the window already open, if there is one)",
+    )
     _common(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -59,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         _common(sub)
         return sub
 
-    command("signin", "sign in as a Qargo super admin in the system browser")
+    _device_code_option(command("signin", "sign in as a Qargo super admin in the system browser"))
     command("signout", "sign out and remove the saved sign-in")
     whoami = command("whoami", "show who is signed in and for which organisation")
     whoami.add_argument("--json", action="store_true", help="print JSON")
@@ -77,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         link = command(name, text)
         link.add_argument("--mailbox", required=True, metavar="ADDRESS", help="the mailbox")
+        _device_code_option(link)
     reset = command("reset", "reset the API link status of a mailbox whose link failed")
     reset.add_argument("--mailbox", required=True, metavar="ADDRESS", help="the mailbox")
     reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -105,6 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="give up after S seconds (default 180; time in the browser does not count)",
     )
 
+    _diagnose_options(
+        command(
+            "diagnose",
+            "check versions, settings, keyring, saved sign-ins, proxy, the services and the "
+            "clock (exit 0 fine, 1 problems found, 3 bundle not saved)",
+        )
+    )
+
     sandbox = command("sandbox", "the built-in sandbox of Microsoft sign-in, Qargo and Graph")
     sandbox_commands = sandbox.add_subparsers(dest="sandbox_command", metavar="SUBCOMMAND")
     serve = sandbox_commands.add_parser(
@@ -128,14 +168,52 @@ def build_parser() -> argparse.ArgumentParser:
         "--sync-delay", type=float, metavar="S", help="seconds before Qargo's sync sees mail"
     )
     serve.add_argument("--faults", metavar="JSON", help="fault settings as a JSON object")
+    # Hidden (no help): what the frozen bundle finds (modules, resources, keyring, Qt plugins).
+    bundle_check = commands.add_parser("bundle-check")
+    bundle_check.add_argument("--json", action="store_true", help="print JSON")
     return parser
+
+
+def _quit_after_first_paint(timeout_s: float = 60.0) -> None:
+    """Make the window quit once it has painted (``--quit-after-start``).
+
+    The app starts exactly as usual; the QApplication is only created a little earlier,
+    so that an event filter sees the main window's first paint and then quits the event
+    loop (exit code 0). A window that never paints exits with 3 after ``timeout_s``.
+    """
+    from PySide6.QtCore import QEvent, QObject, QTimer
+    from PySide6.QtWidgets import QMainWindow
+
+    from qargo_desktop.ui.app import create_application
+
+    app = create_application()
+
+    class FirstPaintQuits(QObject):
+        def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt name)
+            if event.type() == QEvent.Type.Paint and isinstance(watched, QMainWindow):
+                app.removeEventFilter(self)
+                QTimer.singleShot(0, app.quit)
+            return False
+
+    app.installEventFilter(FirstPaintQuits(app))
+    QTimer.singleShot(int(timeout_s * 1000), lambda: app.exit(ExitCode.COULD_NOT_RUN))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the process exit code."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:2] == ["sandbox", "browser"]:
+        # Hidden: the scripted browser, for a bundle that has no Python to run
+        # `python -m qargo_desktop.sandbox.browser` with. Its own options follow, untouched:
+        # BROWSER="qargo-desktop sandbox browser %s".
+        from qargo_desktop.commands import sandbox_browser
+
+        return sandbox_browser(arguments[2:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
+        if args.quit_after_start:
+            _quit_after_first_paint()
         from qargo_desktop.ui.app import run_from_args
 
         return run_from_args(args)

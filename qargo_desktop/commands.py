@@ -13,6 +13,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,8 @@ def _interrupt_cancels(cancel: threading.Event) -> None:
 
 def signin(args: argparse.Namespace) -> int:
     """Sign in as a super admin in the system browser."""
+    if getattr(args, "device_code", False):
+        return _signin_device(args)
     with _context(args) as context:
         services = context.services
         control = services.new_control(
@@ -197,6 +200,8 @@ def _confirm(question: str, assume_yes: bool) -> bool:
 def _link(args: argparse.Namespace) -> int:
     from qargo_desktop.core.linking import LinkOutcome, MailboxLinker
 
+    if getattr(args, "device_code", False):
+        return _link_device(args)
     with _context(args) as context:
         services = context.services
         linker = MailboxLinker(services)
@@ -364,6 +369,12 @@ def selftest(args: argparse.Namespace) -> int:
         )
         print(report.to_json() if args.json else report.to_text(), end="\n" if args.json else "")
         _say(f"{report.verdict.label}: {report.summary}")
+        try:
+            from qargo_desktop.core.selftest import save_report
+
+            save_report(report, context.paths.data_dir)
+        except OSError as exc:
+            log.warning("Could not keep the self-test report: %s", exc)
         context.report_cache_problem(_say)
         return int(exit_codes[report.verdict])
 
@@ -416,3 +427,366 @@ def sandbox_serve(args: argparse.Namespace) -> int:
     finally:
         sandbox.stop()
     return ExitCode.OK
+
+
+def sandbox_browser(argv: list[str]) -> int:
+    """The sandbox's scripted browser: ``BROWSER="qargo-desktop sandbox browser %s"``.
+
+    The same as ``python -m qargo_desktop.sandbox.browser`` (same options), for a frozen
+    bundle, which has no Python to run that with. Like a real browser it returns at once
+    and does its work in a detached process: here the same executable, in the foreground.
+    """
+    from qargo_desktop.sandbox import browser
+
+    if not getattr(sys, "frozen", False) or {"--foreground", "-h", "--help"} & set(argv):
+        return browser.main(argv)
+    import subprocess
+
+    options: dict[str, Any] = {"stdin": subprocess.DEVNULL, "close_fds": True}
+    if sys.platform == "win32":
+        options["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
+    else:
+        options["start_new_session"] = True
+    subprocess.Popen([sys.executable, "sandbox", "browser", "--foreground", *argv], **options)
+    return ExitCode.OK
+
+
+def bundle_check(args: argparse.Namespace) -> int:
+    """Report what this installation finds at run time (hidden; the bundle's smoke test).
+
+    Every module of the package is imported, the shipped resources are listed, the keyring
+    backend the token cache would use is named (or why none would be), and the Qt plugins
+    and image formats are listed. Exit 0 when every module imports and the icons are
+    there, 1 otherwise; whether the keyring is acceptable is for the caller to judge.
+    """
+    import importlib
+    import os
+    import pkgutil
+
+    import keyring
+    import keyring.backend
+
+    import qargo_desktop
+    from qargo_desktop import __version__
+    from qargo_desktop.core.resources import resources_dir
+    from qargo_desktop.core.token_cache import backend_name, choose_keyring_backend
+
+    failed: dict[str, str] = {}
+    imported = 0
+    for module in pkgutil.walk_packages(qargo_desktop.__path__, "qargo_desktop."):
+        if module.name.startswith("qargo_desktop.resources"):
+            continue
+        try:
+            importlib.import_module(module.name)
+            imported += 1
+        except Exception as exc:  # report every failure, not only the first
+            failed[module.name] = f"{type(exc).__name__}: {exc}"
+
+    folder = resources_dir()
+    resources = sorted(
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".py", ".pyc")
+    )
+    backend, refusal = choose_keyring_backend()
+    # get_all_keyring() returns the backends that are viable here (their priority did not raise).
+    available = sorted(backend_name(b) for b in keyring.backend.get_all_keyring())
+
+    from PySide6.QtCore import QLibraryInfo
+    from PySide6.QtGui import QImageReader
+
+    plugins_dir = Path(QLibraryInfo.path(QLibraryInfo.LibraryPath.PluginsPath))
+    plugins = {
+        kind.name: sorted(p.name for p in kind.iterdir())
+        for kind in sorted(plugins_dir.iterdir() if plugins_dir.is_dir() else [])
+        if kind.is_dir()
+    }
+    report: dict[str, Any] = {
+        "version": __version__,
+        "frozen": bool(getattr(sys, "frozen", False)),
+        "executable": sys.executable,
+        "modules": {"imported": imported, "failed": failed},
+        "resources": {"folder": str(folder), "files": resources},
+        "keyring": {
+            "default": backend_name(keyring.get_keyring()),
+            "chosen": backend_name(backend) if backend is not None else None,
+            "refusal": refusal,
+            "available": available,
+        },
+        "qt": {
+            "plugins": plugins,
+            "image_formats": sorted(
+                bytes(f.data()).decode() for f in QImageReader.supportedImageFormats()
+            ),
+        },
+        # What child processes (the system browser) inherit from this one.
+        "environment": {
+            name: os.environ.get(name)
+            for name in ("LD_LIBRARY_PATH", "LD_LIBRARY_PATH_ORIG")
+            if name in os.environ
+        },
+    }
+    ok = not failed and "icons/app.svg" in resources
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"qargo-desktop {__version__} ({'frozen' if report['frozen'] else 'source'})")
+        print(f"Modules: {imported} imported, {len(failed)} failed")
+        for name, error in failed.items():
+            print(f"  {name}: {error}")
+        print(f"Resources: {len(resources)} files in {folder}")
+        print(f"Keyring: {report['keyring']['chosen'] or 'none'} ({refusal or 'accepted'})")
+    return ExitCode.OK if ok else ExitCode.FAILED
+
+
+# -- sign-in on another device (device code flow) -------------------------------------------
+
+# A 5x5 block font for device codes, so that a code read aloud or across a shared screen in
+# a remote session is hard to get wrong. Microsoft's codes use letters and digits.
+_BIG_FONT = {
+    "A": (" ### ", "#   #", "#####", "#   #", "#   #"),
+    "B": ("#### ", "#   #", "#### ", "#   #", "#### "),
+    "C": (" ####", "#    ", "#    ", "#    ", " ####"),
+    "D": ("#### ", "#   #", "#   #", "#   #", "#### "),
+    "E": ("#####", "#    ", "#### ", "#    ", "#####"),
+    "F": ("#####", "#    ", "#### ", "#    ", "#    "),
+    "G": (" ####", "#    ", "#  ##", "#   #", " ####"),
+    "H": ("#   #", "#   #", "#####", "#   #", "#   #"),
+    "I": ("#####", "  #  ", "  #  ", "  #  ", "#####"),
+    "J": ("#####", "   # ", "   # ", "#  # ", " ##  "),
+    "K": ("#   #", "#  # ", "###  ", "#  # ", "#   #"),
+    "L": ("#    ", "#    ", "#    ", "#    ", "#####"),
+    "M": ("#   #", "## ##", "# # #", "#   #", "#   #"),
+    "N": ("#   #", "##  #", "# # #", "#  ##", "#   #"),
+    "O": (" ### ", "#   #", "#   #", "#   #", " ### "),
+    "P": ("#### ", "#   #", "#### ", "#    ", "#    "),
+    "Q": (" ### ", "#   #", "# # #", "#  # ", " ## #"),
+    "R": ("#### ", "#   #", "#### ", "#  # ", "#   #"),
+    "S": (" ####", "#    ", " ### ", "    #", "#### "),
+    "T": ("#####", "  #  ", "  #  ", "  #  ", "  #  "),
+    "U": ("#   #", "#   #", "#   #", "#   #", " ### "),
+    "V": ("#   #", "#   #", "#   #", " # # ", "  #  "),
+    "W": ("#   #", "#   #", "# # #", "## ##", "#   #"),
+    "X": ("#   #", " # # ", "  #  ", " # # ", "#   #"),
+    "Y": ("#   #", " # # ", "  #  ", "  #  ", "  #  "),
+    "Z": ("#####", "   # ", "  #  ", " #   ", "#####"),
+    "0": (" ### ", "#  ##", "# # #", "##  #", " ### "),
+    "1": ("  #  ", " ##  ", "  #  ", "  #  ", " ### "),
+    "2": (" ### ", "#   #", "  ## ", " #   ", "#####"),
+    "3": ("#### ", "    #", " ### ", "    #", "#### "),
+    "4": ("#   #", "#   #", "#####", "    #", "    #"),
+    "5": ("#####", "#    ", "#### ", "    #", "#### "),
+    "6": (" ### ", "#    ", "#### ", "#   #", " ### "),
+    "7": ("#####", "    #", "   # ", "  #  ", "  #  "),
+    "8": (" ### ", "#   #", " ### ", "#   #", " ### "),
+    "9": (" ### ", "#   #", " ####", "    #", " ### "),
+    "-": ("     ", "     ", " ### ", "     ", "     "),
+}
+
+
+def big_text(text: str, width: int = 80) -> list[str]:
+    """``text`` in 5-line block letters, or ``[]`` if it has other characters or is too wide."""
+    upper = text.upper()
+    if not upper or any(ch not in _BIG_FONT for ch in upper) or len(upper) * 6 + 2 > width:
+        return []
+    return ["  " + " ".join(_BIG_FONT[ch][row] for ch in upper).rstrip() for row in range(5)]
+
+
+def _show_device_code(flow: Any, account: str | None) -> None:
+    """Print the address and code large on stderr, as a person across a remote session sees it."""
+    import shutil
+
+    width = shutil.get_terminal_size((80, 24)).columns
+    who = f" as {account}" if account else ""
+    if flow.purpose == "consent":
+        heading = f"One more code: Microsoft asks separately for the mail permissions{who}."
+    else:
+        heading = f"Sign in{who} on another device (a phone or another computer):"
+    rule = "  " + "=" * min(max(len(flow.verification_uri) + 14, 44), width - 4)
+    lines = [
+        "",
+        rule,
+        f"  {heading}",
+        "",
+        f"    1. Open   {flow.verification_uri}",
+        f"    2. Enter  {flow.user_code}",
+        "",
+        *big_text(flow.user_code, width),
+        rule,
+        f"Address: {flow.verification_uri}",
+        f"Code: {flow.user_code}",
+        f"The code works for {_minutes_seconds(flow.seconds_left())}. Ctrl+C cancels.",
+    ]
+    _say("\n".join(lines))
+
+
+def _minutes_seconds(seconds: float) -> str:
+    whole = max(0, int(seconds + 0.5))
+    return f"{whole // 60}:{whole % 60:02d}"
+
+
+def _run_device(work: Any, cancel: threading.Event, *, account: str | None = None) -> Any:
+    """Run ``work(on_code, cancel)`` on a worker thread while this one shows codes and time.
+
+    The main thread stays free for Ctrl+C (which sets ``cancel``) and for the countdown:
+    rewritten in place on a terminal, a line every half minute otherwise.
+    """
+    import queue
+
+    codes: queue.Queue[Any] = queue.Queue()
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = work(codes.put, cancel)
+        except BaseException as exc:  # handed to the main thread, which raises it
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=target, name="device-sign-in", daemon=True)
+    worker.start()
+    on_terminal = sys.stderr.isatty()
+    current: Any = None
+    last_line = -1.0
+    while worker.is_alive() or not codes.empty():
+        try:
+            flow = codes.get(timeout=1.0)
+        except queue.Empty:
+            flow = None
+        if flow is not None:
+            _show_device_code(flow, account)
+            current, last_line = flow, time.monotonic()
+        if current is None or not worker.is_alive():
+            continue
+        left = _minutes_seconds(current.seconds_left())
+        if on_terminal:
+            print(f"\r  Waiting for the other device: {left} left (Ctrl+C cancels) ", end="",
+                  file=sys.stderr, flush=True)  # fmt: skip
+        elif time.monotonic() - last_line >= 30:
+            _say(f"  Still waiting for the other device: {left} left")
+            last_line = time.monotonic()
+    if on_terminal and current is not None:
+        print("\r" + " " * 60 + "\r", end="", file=sys.stderr, flush=True)
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def _signin_device(args: argparse.Namespace) -> int:
+    """``signin --device-code``: the admin signs in on another device with a code."""
+    with _context(args) as context:
+        services = context.services
+        cancel = threading.Event()
+        _interrupt_cancels(cancel)
+        try:
+            session = _run_device(services.sign_in_device, cancel)
+        except QargoError as exc:
+            return _fail(exc)
+        _say(f"Signed in as {session.username} ({session.organisation.name}).")
+        context.report_cache_problem(_say)
+        return ExitCode.OK
+
+
+def _link_device(args: argparse.Namespace) -> int:
+    """``authorise``/``reauthorise --device-code``: sign in as the mailbox on another device."""
+    from qargo_desktop.core.linking import LinkOutcome, MailboxLinker
+    from qargo_desktop.core.presentation import status_label
+
+    with _context(args) as context:
+        linker = MailboxLinker(context.services)
+        try:
+            context.services.sign_in_silently()
+            mailbox = linker.find(args.mailbox)
+        except QargoError as exc:
+            return _fail(exc)
+        cancel = threading.Event()
+        _interrupt_cancels(cancel)
+        try:
+            result = _run_device(
+                lambda on_code, stop: linker.authorise_device(mailbox, on_code, stop),
+                cancel,
+                account=mailbox.address,
+            )
+        except QargoError as exc:
+            return _fail(exc)
+        if result.ok:
+            _say(f"{mailbox.address} is linked.")
+            return ExitCode.OK
+        _say(f"Error: {result.error.explain() if result.error else 'the authorisation failed'}")
+        if result.mailbox is not None:
+            _say(f"{mailbox.address} is now: {status_label(result.mailbox)}")
+        exit_codes = {
+            LinkOutcome.DECLINED: ExitCode.DECLINED,
+            LinkOutcome.WRONG_ACCOUNT: ExitCode.WRONG_ACCOUNT,
+            LinkOutcome.CANCELLED: ExitCode.CANCELLED,
+            LinkOutcome.DEADLINE: ExitCode.CANCELLED,
+        }
+        return exit_codes.get(result.outcome, ExitCode.FAILED)
+
+
+# -- diagnostics and the support bundle -----------------------------------------------------
+
+
+def diagnose(args: argparse.Namespace) -> int:
+    """Check settings, keyring, saved sign-ins, proxy, services and clock; save a bundle.
+
+    The report goes to stdout (text, or ``--json``), progress to stderr. Works with broken
+    or incomplete settings too: that is when it is needed most. Exit codes: 0 nothing
+    wrong (warnings allowed), 1 problems found, 3 the bundle could not be written.
+    """
+    import dataclasses
+    import os
+
+    from qargo_desktop.core.config import ConfigError, Settings, app_paths, load_settings
+    from qargo_desktop.core.diagnostics import collect_diagnostics
+    from qargo_desktop.core.logs import setup_logging
+    from qargo_desktop.core.support import contact_text, save_support_bundle
+
+    overrides: dict[str, Any] = {"config_dir": args.config_dir, "sandbox": args.sandbox}
+    config_file = Path(args.config) if args.config else None
+    problems: list[str] = []
+    try:
+        settings = load_settings(config_file, os.environ, overrides)
+    except ConfigError as exc:
+        problems = exc.problems
+        # Still find the right folders (logs, token caches); nothing else is trusted.
+        folder = args.config_dir or os.environ.get("QARGO_CONFIG_DIR") or None
+        settings = Settings(config_dir=Path(folder).expanduser() if folder else None)
+    if args.timeout is not None and not args.timeout > 0:
+        _say("--timeout must be a positive number of seconds")
+        return ExitCode.USAGE
+    paths = app_paths(settings)
+    setup_logging(
+        paths.log_dir,
+        "DEBUG" if args.verbose else settings.log_level,
+        console=bool(args.verbose),
+    )
+    log.info("Diagnostics requested from the command line")
+    # With settings that did not load, the addresses are unknown: check nothing rather
+    # than the defaults.
+    probe = not args.no_network and not problems
+    if problems:
+        settings = dataclasses.replace(settings, graph_base_url="")
+    report = collect_diagnostics(
+        settings,
+        paths=paths,
+        config_problems=problems,
+        probe=probe,
+        timeout_s=args.timeout,
+        on_progress=lambda text: _say(f"  {text}..."),
+    )
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+    else:
+        print(report.to_text(), end="")
+    code = ExitCode.OK if report.ok else ExitCode.FAILED
+    if args.bundle:
+        try:
+            bundle = save_support_bundle(Path(args.bundle), settings, paths=paths, report=report)
+        except OSError as exc:
+            _say(f"The support bundle could not be saved: {exc}")
+            return ExitCode.COULD_NOT_RUN
+        _say(f"Support bundle saved: {bundle.path} ({len(bundle.files)} files).")
+        _say(contact_text(settings))
+    _say(f"Diagnostics: {report.severity}.")
+    return code

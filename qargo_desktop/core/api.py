@@ -358,6 +358,18 @@ class OrganisationClient:
         )
         return self._mailbox(response)
 
+    def attempt_status(self, attempt: Attempt) -> str:
+        """Return how the API sees an attempt now: pending, completed, failed or expired."""
+        response = self._request(
+            "GET",
+            f"/v1/organisation/linked-mailboxes/{attempt.mailbox_id}/authorisations/{attempt.id}",
+        )
+        data = self._json(response)
+        try:
+            return _str(data, "status")
+        except ContractError as exc:
+            raise _contract_error(exc, response) from exc
+
     def fail_authorisation(
         self,
         attempt: Attempt,
@@ -467,6 +479,7 @@ def _problem(response: requests.Response) -> ApiError:
     code: str | None = None
     title = response.reason or f"HTTP {response.status_code}"
     detail: str | None = None
+    key: str | None = None
     correlation_id = _correlation_id(response)
     try:
         data = json.loads(response.content or b"null")
@@ -482,6 +495,7 @@ def _problem(response: requests.Response) -> ApiError:
         # Not a problem document: an HTML page from a proxy, or a truncated body.
         content_type = response.headers.get("Content-Type", "unknown")
         detail = f"The service answered {response.status_code} with {content_type}, not JSON."
+        key = "net:bad_response"
     return ApiError(
         response.status_code,
         code,
@@ -489,6 +503,7 @@ def _problem(response: requests.Response) -> ApiError:
         detail=detail,
         correlation_id=correlation_id,
         retry_after=_retry_after(response),
+        key=key,
     )
 
 
@@ -499,4 +514,5 @@ def _contract_error(exc: Exception, response: requests.Response) -> ApiError:
         "Unexpected answer from the organisation API",
         detail=f"The answer did not match the contract: {exc}",
         correlation_id=_correlation_id(response),
+        key="net:bad_response",
     )

@@ -36,6 +36,9 @@ SETTINGS_VERSION = 1
 #: Default Microsoft Graph endpoint.
 DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
 
+#: Who support bundles go to, when the settings do not say (``support_contact``).
+DEFAULT_SUPPORT_CONTACT = "your Qargo support contact"
+
 CONFIG_FILE_NAME = "config.toml"
 ENV_PREFIX = "QARGO_"
 
@@ -70,11 +73,15 @@ class Settings:
         sign_in_timeout_s: How long an interactive sign-in may wait for the browser.
         refresh_interval_s: How often the mailbox list refreshes; 0 turns it off.
         language: UI language (BCP 47, e.g. ``en-GB``); ``None`` follows the system.
+        theme: ``"system"`` (follow the system's light or dark scheme), ``"light"`` or
+            ``"dark"``.
         sandbox: Run against the built-in sandbox instead of the configured services.
         log_level: Level of the log file and the in-app log view.
         config_dir: Override of the config folder (moves data, logs and cache with it).
         data_dir: Override of the data folder (token cache).
         log_dir: Override of the log folder.
+        support_contact: Where people send support bundles, in the words shown to them
+            (an email address, a portal, a name).
         version: The settings format version read from the file.
         config_file: The file the settings were read from, if any.
         sources: Where each key's value came from (``default``/``file``/...).
@@ -93,11 +100,13 @@ class Settings:
     sign_in_timeout_s: float = 300.0
     refresh_interval_s: float = 60.0
     language: str | None = None
+    theme: str = "system"
     sandbox: bool = False
     log_level: str = "INFO"
     config_dir: Path | None = None
     data_dir: Path | None = None
     log_dir: Path | None = None
+    support_contact: str = DEFAULT_SUPPORT_CONTACT
     version: int = SETTINGS_VERSION
     config_file: Path | None = field(default=None, compare=False)
     sources: Mapping[str, Source] = field(default_factory=dict, compare=False, hash=False)
@@ -399,6 +408,16 @@ def _language(value: object, origin: _Origin) -> str:
     return text.replace("_", "-")
 
 
+THEMES = ("system", "light", "dark")
+
+
+def _theme(value: object, origin: _Origin) -> str:
+    text = _text(value, origin).lower()
+    if text not in THEMES:
+        raise _Invalid(f"expected one of {', '.join(THEMES)}, got {value!r}")
+    return text
+
+
 def _log_level(value: object, origin: _Origin) -> str:
     text = _text(value, origin).upper()
     if text not in LOG_LEVELS:
@@ -439,12 +458,14 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("sign_in_timeout_s", _number(30, 3600)),
     FieldSpec("refresh_interval_s", _number(5, 86400, allow_zero=True)),
     FieldSpec("language", _language),
+    FieldSpec("theme", _theme),
     FieldSpec("sandbox", _bool),
     FieldSpec("log_level", _log_level),
     # The config folder holds the file, so the file cannot move it.
     FieldSpec("config_dir", _path, in_file=False),
     FieldSpec("data_dir", _path),
     FieldSpec("log_dir", _path),
+    FieldSpec("support_contact", _text),
 )
 _BY_NAME = {spec.name: spec for spec in FIELDS}
 

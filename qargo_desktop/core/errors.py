@@ -119,10 +119,21 @@ ADVICE: dict[str, Advice] = {
         NextStep.RETRY,
         "Start the sign-in again. If it happens again, contact Qargo Support.",
     ),
+    "aadsts:7000218": Advice(
+        "The app registration does not allow sign-in on another device.",
+        NextStep.CHECK_SETTINGS,
+        "A Microsoft 365 administrator must turn on 'Allow public client flows' in the Qargo "
+        "app registration, or sign in with the browser on this computer instead.",
+    ),
     "aadsts:700016": Advice(
         "The Qargo app is not known in this tenant.",
         NextStep.CHECK_SETTINGS,
         "Check the client id and authority in the settings, or contact Qargo Support.",
+    ),
+    "aadsts:90033": Advice(
+        "Microsoft sign-in had a temporary problem.",
+        NextStep.RETRY_LATER,
+        "Try again in a minute.",
     ),
     # Identity platform: OAuth error names when no AADSTS code came with them.
     "oauth:access_denied": Advice(
@@ -143,6 +154,17 @@ ADVICE: dict[str, Advice] = {
         "The saved sign-in is no longer valid.",
         NextStep.SIGN_IN,
         "Sign in again.",
+    ),
+    "oauth:invalid_response": Advice(
+        "Microsoft sign-in sent an answer the app could not use.",
+        NextStep.RETRY,
+        "Try again. If it keeps happening, sign out and sign in again; if that fails too, "
+        "contact Qargo Support.",
+    ),
+    "oauth:temporarily_unavailable": Advice(
+        "Microsoft sign-in is busy or temporarily unavailable.",
+        NextStep.RETRY_LATER,
+        "Try again in a minute.",
     ),
     "oauth:authorization_pending": Advice(
         "Waiting for the sign-in to be completed on the other device.",
@@ -616,10 +638,11 @@ class ApiError(QargoError):
         detail: str | None = None,
         correlation_id: str | None = None,
         retry_after: float | None = None,
+        key: str | None = None,
     ) -> None:
         super().__init__(
             detail or title,
-            key=f"api:{code}" if code else _status_key(status),
+            key=key or _service_key("api", code, status),
             code=code or f"HTTP {status}",
             correlation_id=correlation_id,
         )
@@ -643,12 +666,21 @@ class GraphError(QargoError):
     ) -> None:
         super().__init__(
             message,
-            key=f"graph:{code}" if code else _status_key(status),
+            key=_service_key("graph", code, status),
             code=code or f"HTTP {status}",
             correlation_id=correlation_id,
         )
         self.status = status
         self.retry_after = retry_after
+
+
+def _service_key(namespace: str, code: str | None, status: int) -> str | None:
+    # A code the table does not know on a 429 or 503 still means "busy, try later": the
+    # status says more than an unknown code (the code itself is still shown).
+    key = f"{namespace}:{code}" if code else None
+    if key in ADVICE:
+        return key
+    return _status_key(status) or key
 
 
 def _status_key(status: int) -> str | None:

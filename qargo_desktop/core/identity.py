@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,8 +30,10 @@ from qargo_desktop.core.errors import (
     IdentityError,
     QargoError,
     SignInRequired,
+    advice_for,
     network_error,
 )
+from qargo_desktop.core.logs import register_secret
 from qargo_desktop.core.loopback import BrowserOpener, LoopbackReceiver
 
 log = logging.getLogger(__name__)
@@ -102,6 +105,11 @@ class InteractiveControl:
         on_auth_uri: Receives the sign-in page address as soon as it is known.
         on_browser_failed: Called with the address when no browser opened.
         opener: Opens the browser (default: the system browser).
+        device: Sign in on another device with a code instead of this computer's browser
+            (device code flow). The code's own lifetime is then the deadline, not
+            ``deadline_s``.
+        on_device_code: Receives each code to show (see :class:`DeviceFlow`); called on the
+            signing-in thread, so a GUI must hand it over to its own thread.
     """
 
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -109,8 +117,67 @@ class InteractiveControl:
     on_auth_uri: Callable[[str], None] | None = None
     on_browser_failed: Callable[[str], None] | None = None
     opener: BrowserOpener | None = None
+    device: bool = False
+    on_device_code: Callable[[DeviceFlow], None] | None = None
     listener_address: tuple[str, int] | None = None
     started_at: float = 0.0
+
+
+#: Added to the polling interval each time the identity platform answers ``slow_down``
+#: (RFC 8628, section 3.5).
+SLOW_DOWN_STEP_S = 5.0
+
+# MSAL adds these itself and refuses them in a scope list.
+_RESERVED_SCOPES = frozenset({"openid", "profile", "offline_access"})
+
+
+@dataclass(frozen=True)
+class DeviceFlow:
+    """A sign-in waiting for the person to enter a code on another device.
+
+    Show :attr:`verification_uri` and :attr:`user_code` large, with the time left; Microsoft's
+    own sentence is in :attr:`message`. The code is short-lived and only works together
+    with a secret this object keeps out of its ``repr``; it is shown, never logged.
+
+    Attributes:
+        user_code: The code the person types on the other device.
+        verification_uri: The page where they type it.
+        expires_at: When the code stops working (seconds since the epoch).
+        message: The identity platform's instructions, in its words.
+        interval_s: How often the app asks whether the person has finished.
+        scopes: What the sign-in asks for.
+        purpose: ``"sign_in"``, or ``"consent"`` for a second code that grants the
+            permissions of another service (Microsoft issues a code per service).
+        started_at: When the code was issued (seconds since the epoch).
+    """
+
+    user_code: str
+    verification_uri: str
+    expires_at: float
+    message: str
+    interval_s: float
+    scopes: tuple[str, ...]
+    purpose: str = "sign_in"
+    started_at: float = field(default_factory=time.time)
+    msal_flow: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def lifetime_s(self) -> float:
+        """How long the code was valid for when it was issued."""
+        return max(0.0, self.expires_at - self.started_at)
+
+    def seconds_left(self, now: float | None = None) -> float:
+        """How long the code still works (0 once expired)."""
+        return max(0.0, self.expires_at - (time.time() if now is None else now))
+
+
+class DeviceCodeExpired(DeadlineExceeded):
+    """The device code expired before the sign-in was completed on the other device."""
+
+    def __init__(self) -> None:
+        super().__init__("the sign-in code expired before it was used")
+        self.key = "oauth:expired_token"
+        self.advice = advice_for(self.key)
 
 
 class IdentityClient:
@@ -227,8 +294,10 @@ class IdentityClient:
                 raise network_error(exc, service="Microsoft sign-in") from exc
         if result is None:
             return None
-        token = self._result(result, started, "silent")
-        return token
+        # A silent result carries no id token claims: the account says who it is.
+        return self._result(
+            result, started, "silent", username=str(candidates[0].get("username") or "")
+        )
 
     def acquire_interactive(
         self,
@@ -248,6 +317,10 @@ class IdentityClient:
             IdentityError: The identity platform refused.
             QargoError: Another interactive sign-in is running (``app:busy``).
         """
+        if control.device:
+            return self._acquire_device_with_consent(
+                scopes, control, extra_scopes_to_consent or (), claims_challenge
+            )
         if not _INTERACTIVE_LOCK.acquire(blocking=False):
             raise QargoError("another interactive sign-in is running", key="app:busy")
         try:
@@ -295,7 +368,197 @@ class IdentityClient:
         finally:
             _INTERACTIVE_LOCK.release()
 
-    def _result(self, result: dict[str, Any], started: float, how: str) -> TokenResult:
+    # -- sign-in on another device (device code flow) ------------------------------------
+
+    def start_device_flow(
+        self,
+        scopes: Sequence[str],
+        *,
+        claims_challenge: str | None = None,
+        purpose: str = "sign_in",
+    ) -> DeviceFlow:
+        """Ask the identity platform for a code the person enters on another device.
+
+        Raises:
+            IdentityError: The identity platform refused (unknown scope, app not allowed to
+                use the device code flow...).
+            NetworkError: It could not be reached.
+        """
+        requested = [s for s in scopes if s not in _RESERVED_SCOPES]
+        try:
+            raw = self._msal().initiate_device_flow(requested, claims_challenge=claims_challenge)
+        except requests.RequestException as exc:
+            raise network_error(exc, service="Microsoft sign-in") from exc
+        if "user_code" not in raw or "device_code" not in raw:
+            error = IdentityError(
+                str(raw.get("error") or "unknown_error"),
+                raw.get("error_description"),
+                correlation_id=raw.get("correlation_id"),
+            )
+            log.warning("Device code sign-in could not start: %s", error.code)
+            raise error
+        register_secret(str(raw["device_code"]))
+        now = time.time()
+        expires_at = float(raw.get("expires_at") or now + float(raw.get("expires_in") or 900))
+        flow = DeviceFlow(
+            user_code=str(raw["user_code"]),
+            verification_uri=str(raw.get("verification_uri") or raw.get("verification_url") or ""),
+            expires_at=expires_at,
+            message=str(raw.get("message") or ""),
+            interval_s=float(raw.get("interval") or 5),
+            scopes=tuple(requested),
+            purpose=purpose,
+            started_at=now,
+            msal_flow=raw,
+        )
+        log.info(
+            "Device code sign-in started (%s): code valid for %.0f s at %s, polling every %.0f s",
+            purpose.replace("_", "-"),
+            flow.lifetime_s,
+            flow.verification_uri,
+            flow.interval_s,
+        )
+        return flow
+
+    def finish_device_flow(
+        self,
+        flow: DeviceFlow,
+        cancel: threading.Event,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> TokenResult:
+        """Wait for the person to finish the sign-in on the other device; return the token.
+
+        Polls at the interval the identity platform asked for, and more slowly each time it
+        answers ``slow_down``. Setting ``cancel`` ends the wait at once.
+
+        Raises:
+            Cancelled: ``cancel`` was set.
+            DeviceCodeExpired: The code expired first (a :class:`DeadlineExceeded`).
+            IdentityError: The sign-in was declined (``error`` is ``access_denied``, as
+                RFC 8628 names it) or refused.
+            NetworkError: The identity platform could not be reached.
+        """
+        started = time.monotonic()
+        raw = flow.msal_flow
+        interval = max(float(raw.get("interval") or flow.interval_s), 0.0)
+        polls = 0
+        while True:
+            if cancel.is_set():
+                log.info("Device code sign-in cancelled after %d polls", polls)
+                raise Cancelled()
+            if clock() >= flow.expires_at:
+                log.info("Device code sign-in: the code expired after %d polls", polls)
+                raise DeviceCodeExpired()
+            with self._store.transaction():
+                try:
+                    # exit_condition True: one request per call; this loop does the waiting,
+                    # so a cancel needs no second to take effect.
+                    result = self._msal().acquire_token_by_device_flow(
+                        raw, exit_condition=lambda _flow: True
+                    )
+                except requests.RequestException as exc:
+                    raise network_error(exc, service="Microsoft sign-in") from exc
+            polls += 1
+            error = result.get("error")
+            if error in ("authorization_pending", "slow_down"):
+                if error == "slow_down":
+                    # MSAL already adds 5 s to the flow's interval; never less than that.
+                    interval = max(float(raw.get("interval") or 0), interval + SLOW_DOWN_STEP_S)
+                    raw["interval"] = math.ceil(interval)
+                    log.info("Device code sign-in: asked to slow down; polling every %.0f s",
+                             interval)  # fmt: skip
+                else:
+                    log.debug("Device code sign-in: still waiting (poll %d)", polls)
+                cancel.wait(max(0.0, min(interval, flow.expires_at - clock())))
+                continue
+            if error == "expired_token":
+                log.info("Device code sign-in: the identity platform says the code expired")
+                raise DeviceCodeExpired()
+            if error == "authorization_declined":
+                declined = IdentityError(
+                    "authorization_declined",
+                    result.get("error_description"),
+                    correlation_id=result.get("correlation_id"),
+                )
+                # Microsoft's name for RFC 8628's access_denied: callers test the standard
+                # name; the key keeps Microsoft's own advice.
+                declined.error = "access_denied"
+                log.warning("Device code sign-in declined on the other device (%s, correlation "
+                            "id %s)", declined.code, declined.correlation_id or "-")  # fmt: skip
+                raise declined
+            return self._result(result, started, "device code")
+
+    def acquire_device(
+        self,
+        scopes: Sequence[str],
+        on_code: Callable[[DeviceFlow], None],
+        cancel: threading.Event,
+        *,
+        claims_challenge: str | None = None,
+        purpose: str = "sign_in",
+    ) -> TokenResult:
+        """Sign in on another device: get a code, hand it to ``on_code``, wait for the token.
+
+        One interactive sign-in at a time, browser or device.
+
+        Raises:
+            Cancelled, DeviceCodeExpired, IdentityError, NetworkError, and QargoError
+            (``app:busy``) when another interactive sign-in is running.
+        """
+        if not _INTERACTIVE_LOCK.acquire(blocking=False):
+            raise QargoError("another interactive sign-in is running", key="app:busy")
+        try:
+            flow = self.start_device_flow(
+                scopes, claims_challenge=claims_challenge, purpose=purpose
+            )
+            on_code(flow)
+            return self.finish_device_flow(flow, cancel)
+        finally:
+            _INTERACTIVE_LOCK.release()
+
+    def _acquire_device_with_consent(
+        self,
+        scopes: Sequence[str],
+        control: InteractiveControl,
+        extra_scopes_to_consent: Sequence[str],
+        claims_challenge: str | None,
+    ) -> TokenResult:
+        """The device code version of an interactive sign-in with extra scopes to consent.
+
+        Microsoft's token endpoint refuses a device code that asks for two services at once
+        (AADSTS28000), so the extra scopes (another service, such as Graph's mail scopes)
+        are checked silently with the new sign-in, and only if consent is missing does the
+        person get a second code, for those scopes alone.
+        """
+        on_code = control.on_device_code or (lambda _flow: None)
+        control.started_at = time.monotonic()
+        token = self.acquire_device(
+            scopes, on_code, control.cancel, claims_challenge=claims_challenge
+        )
+        extra = [s for s in extra_scopes_to_consent if s not in _RESERVED_SCOPES]
+        if not extra:
+            return token
+        try:
+            consented = self.acquire_silent(extra, username=token.username)
+        except IdentityError as exc:
+            log.info("Device code sign-in: %s has not consented to %d more scopes yet (%s)",
+                     token.username, len(extra), exc.code)  # fmt: skip
+            consented = None
+        if consented is None:
+            second = self.acquire_device(extra, on_code, control.cancel, purpose="consent")
+            if second.username.casefold() != token.username.casefold():
+                # Keep nothing of an account that was not asked for.
+                self.sign_out(second.username)
+                raise QargoError(
+                    f"the second code was used by {second.username}, not {token.username}",
+                    key="app:wrong_account",
+                )
+        return token
+
+    def _result(
+        self, result: dict[str, Any], started: float, how: str, *, username: str = ""
+    ) -> TokenResult:
         elapsed_ms = (time.monotonic() - started) * 1000
         if "access_token" not in result:
             error = IdentityError(
@@ -312,8 +575,12 @@ class IdentityClient:
                 error.correlation_id or "-",
             )
             raise error
+        # Any later log line that quotes one of these verbatim is redacted too.
+        for name in ("access_token", "refresh_token", "id_token"):
+            if isinstance(result.get(name), str):
+                register_secret(result[name])
         claims = result.get("id_token_claims") or {}
-        username = str(claims.get("preferred_username") or "")
+        username = str(claims.get("preferred_username") or username)
         home_account_id = _home_account_id(result)
         log.info(
             "Token obtained (%s) for %s in %.0f ms", how, username or "unknown account", elapsed_ms
@@ -353,6 +620,8 @@ def _home_account_id(result: dict[str, Any]) -> str:
 __all__ = [
     "Account",
     "CacheStore",
+    "DeviceCodeExpired",
+    "DeviceFlow",
     "IdentityClient",
     "InteractiveControl",
     "MemoryCacheStore",

@@ -11,6 +11,8 @@ from __future__ import annotations
 import enum
 import logging
 import re
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from qargo_desktop.core.api import Attempt, OrganisationClient
@@ -21,7 +23,12 @@ from qargo_desktop.core.errors import (
     IdentityError,
     QargoError,
 )
-from qargo_desktop.core.identity import InteractiveControl
+from qargo_desktop.core.identity import (
+    _INTERACTIVE_LOCK,
+    DeviceFlow,
+    InteractiveControl,
+    TokenResult,
+)
 from qargo_desktop.core.models import LinkStatus, Mailbox
 from qargo_desktop.core.services import Services
 
@@ -120,11 +127,40 @@ def link_kind(mailbox: Mailbox) -> str:
     return "authorise"
 
 
+@dataclass(frozen=True, slots=True)
+class _Ending:
+    """How an attempt ended, kept until the API has been told."""
+
+    attempt: Attempt
+    reason: str
+    error_code: str | None
+    message: str
+
+
+def _refuse_while_signing_in() -> None:
+    # Refuse before the API starts an attempt: the identity layer would refuse the second
+    # sign-in anyway (app:busy), and an attempt ended that way leaves the mailbox failed.
+    # TODO: ask identity through a public function once it offers one; the lock is private.
+    if _INTERACTIVE_LOCK.locked():
+        raise QargoError("another interactive sign-in is running", key="app:busy")
+
+
+def _transient(exc: ApiError) -> bool:
+    return exc.status in (401, 408, 429) or exc.status >= 500
+
+
 class MailboxLinker:
-    """Runs the link lifecycle against the organisation API and Microsoft sign-in."""
+    """Runs the link lifecycle against the organisation API and Microsoft sign-in.
+
+    Keep one per signed-in session: an attempt whose ending could not be recorded (the API
+    was unreachable at that moment) is recorded by the next operation, or by
+    :meth:`record_pending`, instead of staying ``authorising`` until the API expires it.
+    """
 
     def __init__(self, services: Services) -> None:
         self._services = services
+        self._unrecorded: list[_Ending] = []
+        self._unrecorded_lock = threading.Lock()
 
     @property
     def api(self) -> OrganisationClient:
@@ -144,9 +180,11 @@ class MailboxLinker:
         cancel, a deadline or an error. Errors before the attempt started (the API
         refused to start one) are raised; everything after is returned.
         """
+        self.record_pending()
+        _refuse_while_signing_in()
         kind = link_kind(mailbox)
         organisation = self._services.organisation()
-        attempt = self.api.start_authorisation(mailbox, kind)
+        attempt = self._start(mailbox, kind)
         log.info("%s of %s started (attempt %s)", kind.capitalize(), mailbox.address, attempt.id)
         scopes = attempt.required_scopes or organisation.required_link_scopes
         extra = [s for s in scopes if s not in _RESERVED_SCOPES]
@@ -186,11 +224,26 @@ class MailboxLinker:
             result = self._record(attempt, LinkOutcome.WRONG_ACCOUNT, "wrong_account", wrong)
             return LinkResult(result.outcome, result.mailbox, wrong, signed_in_as=token.username)
 
+        return self._complete(attempt, mailbox, token)
+
+    def _start(self, mailbox: Mailbox, kind: str) -> Attempt:
+        try:
+            return self.api.start_authorisation(mailbox, kind)
+        except ApiError as exc:
+            if exc.status == 412:
+                # Someone changed the mailbox since it was read: say so, and show it as it is.
+                raise Conflict(self._fresh(mailbox), exc) from exc
+            raise
+
+    def _complete(self, attempt: Attempt, mailbox: Mailbox, token: TokenResult) -> LinkResult:
+        """Hand the mailbox account's token to the API; record the ending if that fails."""
         try:
             linked = self.api.complete_authorisation(attempt, token.access_token)
         except ApiError as exc:
             log.warning("Completing the authorisation of %s failed: %s", mailbox.address,
                         exc.code)  # fmt: skip
+            if exc.status != 422 and self._completed(attempt):
+                return LinkResult(LinkOutcome.LINKED, self._fresh(mailbox), None, token.username)
             if exc.code == "account_mismatch":
                 outcome = LinkOutcome.WRONG_ACCOUNT
             else:
@@ -201,16 +254,38 @@ class MailboxLinker:
             result = self._record(attempt, outcome, "error", exc)
             return LinkResult(outcome, result.mailbox, exc, token.username)
         except QargoError as exc:
+            if self._completed(attempt):
+                return LinkResult(LinkOutcome.LINKED, self._fresh(mailbox), None, token.username)
             result = self._record(attempt, LinkOutcome.FAILED, "error", exc)
             return LinkResult(LinkOutcome.FAILED, result.mailbox, exc, token.username)
         log.info("%s is linked", mailbox.address)
         return LinkResult(LinkOutcome.LINKED, linked, None, token.username)
+
+    def authorise_device(
+        self,
+        mailbox: Mailbox,
+        on_code: Callable[[DeviceFlow], None],
+        cancel: threading.Event | None = None,
+        *,
+        claims_challenge: str | None = None,
+    ) -> LinkResult:
+        """Authorise ``mailbox`` with sign-in on another device (a code instead of a browser).
+
+        The same lifecycle as :meth:`authorise`; ``on_code`` receives each code to show.
+        Microsoft issues one code per service, so when the mailbox account has not yet
+        consented to the mail permissions a second code follows (``purpose`` ``consent``).
+        """
+        control = InteractiveControl(
+            cancel=cancel or threading.Event(), device=True, on_device_code=on_code
+        )
+        return self.authorise(mailbox, control, claims_challenge=claims_challenge)
 
     def _record(
         self, attempt: Attempt, outcome: LinkOutcome, reason: str, error: QargoError
     ) -> LinkResult:
         """Tell the API how the attempt ended; return the mailbox as it now stands."""
         mailbox: Mailbox | None
+        ending = _Ending(attempt, reason, error.code, error.advice.summary)
         try:
             mailbox = self.api.fail_authorisation(
                 attempt, reason, error_code=error.code, message=error.advice.summary
@@ -218,13 +293,62 @@ class MailboxLinker:
         except ApiError as exc:
             if exc.status not in (409, 410):
                 log.warning("Could not record the end of attempt %s: %s", attempt.id, exc.code)
+            if _transient(exc):
+                self._remember(ending)
             mailbox = self._fresh_by_id(attempt.mailbox_id)
         except QargoError as exc:
-            # The API will expire the attempt itself; the person still learns what happened.
+            # Told later (record_pending); the person still learns what happened now.
             log.warning("Could not record the end of attempt %s: %s", attempt.id, exc.code)
+            self._remember(ending)
             mailbox = None
         log.info("Attempt %s ended: %s", attempt.id, outcome.value)
         return LinkResult(outcome, mailbox, error)
+
+    def _remember(self, ending: _Ending) -> None:
+        with self._unrecorded_lock:
+            self._unrecorded.append(ending)
+
+    def record_pending(self) -> int:
+        """Tell the API how earlier attempts ended, where telling it failed at the time.
+
+        Returns:
+            How many endings are still not recorded (the API is still unreachable).
+        """
+        with self._unrecorded_lock:
+            pending, self._unrecorded = self._unrecorded, []
+        kept: list[_Ending] = []
+        for ending in pending:
+            if kept:
+                # The API was unreachable a moment ago: keep the rest for the next time.
+                kept.append(ending)
+                continue
+            try:
+                self.api.fail_authorisation(
+                    ending.attempt, ending.reason, error_code=ending.error_code,
+                    message=ending.message,
+                )  # fmt: skip
+            except ApiError as exc:
+                # 409 or 410: the attempt ended already; 404: the mailbox is gone.
+                if _transient(exc):
+                    kept.append(ending)
+            except QargoError:
+                kept.append(ending)
+            else:
+                log.info("Recorded the end of attempt %s late", ending.attempt.id)
+        with self._unrecorded_lock:
+            self._unrecorded[:0] = kept
+            return len(self._unrecorded)
+
+    def _completed(self, attempt: Attempt) -> bool:
+        # A PUT whose answer was lost may have linked the mailbox already: the repeat then
+        # meets a finished attempt. Ask the API rather than report a failure that was not.
+        try:
+            completed = self.api.attempt_status(attempt) == "completed"
+        except QargoError:
+            return False
+        if completed:
+            log.info("Attempt %s completed although its answer was lost", attempt.id)
+        return completed
 
     def _fresh(self, mailbox: Mailbox) -> Mailbox | None:
         return self._fresh_by_id(mailbox.id)
@@ -237,6 +361,7 @@ class MailboxLinker:
 
     def reset(self, mailbox: Mailbox) -> Mailbox:
         """Reset a failed link (If-Match); raise :class:`Conflict` if someone was first."""
+        self.record_pending()
         try:
             result = self.api.reset(mailbox)
         except ApiError as exc:
@@ -249,12 +374,14 @@ class MailboxLinker:
     def add(self, address: str, display_name: str | None = None) -> Mailbox:
         """Add a mailbox after validating and normalising its address."""
         normalised = normalise_address(address)
+        self.record_pending()
         mailbox = self.api.add_mailbox(normalised, display_name)
         log.info("Added %s", normalised)
         return mailbox
 
     def remove(self, mailbox: Mailbox) -> None:
         """Remove a mailbox (If-Match); raise :class:`Conflict` if someone was first."""
+        self.record_pending()
         try:
             self.api.remove_mailbox(mailbox)
         except ApiError as exc:

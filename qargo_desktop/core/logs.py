@@ -5,7 +5,11 @@ the message, its arguments and any exception text before a record is written any
 JWTs, bearer and basic credentials, ``Authorization``/``Cookie`` headers, OAuth fields
 (``access_token``, ``refresh_token``, ``id_token``, ``code``, ``device_code``,
 ``client_assertion``, ``password``...) in query strings, JSON, dict reprs and keyword
-reprs, and any value registered at run time with :func:`register_secret`.
+reprs, and any value registered at run time with :func:`register_secret`. Also: other
+spellings of those keys (``refreshToken``, ``Refresh-Token``), JSON inside JSON strings,
+header tuples, percent-encoded forms, ``key: value`` lines, passwords in URLs
+(``http://user:password@proxy``), bare Microsoft-shaped refresh tokens, codes and device
+codes, and mail message bodies (``body``, ``bodyPreview``, ``content``).
 
 The filter works on text, so it also catches secrets that arrive inside a ``repr`` of
 some object or inside a third-party library's debug message.
@@ -127,6 +131,124 @@ _PATTERNS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = 
     (
         re.compile(r"\beyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*){1,4}"),
         "[redacted JWT]",
+    ),
+]
+
+# More forms, found by feeding the filter what libraries and people actually log: other
+# spellings of the keys (camelCase, hyphens), JSON inside a JSON string, header tuples,
+# percent-encoded forms, "key: value" lines, passwords in URLs, bare Microsoft token
+# shapes, and mail message bodies (personal data, never needed in a log).
+_FLEX_KEYS = (
+    r"(?:access|refresh|id)[-_]?token|device[-_]?code|user[-_]?code|client[-_]?secret"
+    r"|client[-_]?assertion|code[-_]?verifier|api[-_]?key|x-api-key|session[-_]?key"
+    r"|private[-_]?key|password|passwd|secret|assertion|token"
+)
+_BODY_KEYS = r"body|bodyPreview|uniqueBody|content"
+_TOKENISH = r"[A-Za-z0-9._~+/=-]"
+
+
+def _value_redacted(match: re.Match[str]) -> str:
+    start, end = match.start("value") - match.start(), match.end("value") - match.start()
+    whole = match.group(0)
+    return whole[:start] + REDACTED + whole[end:]
+
+
+def _keep_harmless_code(match: re.Match[str]) -> str:
+    if match.group("key").lower() == "code" and _HARMLESS_CODE.match(match.group("value")):
+        return match.group(0)
+    return _value_redacted(match)
+
+
+_PATTERNS += [
+    # "https://user:password@proxy:8080": the user name stays, the password goes.
+    (
+        re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^\s/:@'\"]+):[^\s/@'\"]+@"),
+        lambda m: f"{m.group('scheme')}{m.group('user')}:{REDACTED}@",
+    ),
+    # JSON inside a JSON string: {\"refresh_token\": \"...\"}.
+    (
+        re.compile(
+            rf"""\\(?P<q>["']){_KEY_START}(?P<key>{_FLEX_KEYS}|{_HEADERS}|code)\\(?P=q)"""
+            rf"""\s*:\s*\\(?P<vq>["'])(?P<value>(?:(?!\\["']).)*)\\(?P=vq)""",
+            re.IGNORECASE,
+        ),
+        _keep_harmless_code,
+    ),
+    # Other spellings in JSON, dict and keyword reprs: "refreshToken": "...".
+    (
+        re.compile(
+            rf"""(?P<q>["']?){_KEY_START}(?P<key>{_FLEX_KEYS})(?P=q)"""
+            rf"""\s*[:=]\s*(?P<vq>["'])(?P<value>(?:\\.|(?!(?P=vq)).)+)(?P=vq)""",
+            re.IGNORECASE,
+        ),
+        _keep_harmless_code,
+    ),
+    # Tuples and lists of pairs: ('Cookie', 'session=...'), ("refresh_token", "...").
+    (
+        re.compile(
+            rf"""(?<=[(\[])\s*(?P<q>["'])(?P<key>{_FLEX_KEYS}|{_HEADERS}|code)(?P=q)\s*,\s*"""
+            rf"""(?P<vq>["'])(?P<value>(?:\\.|(?!(?P=vq)).)+)(?P=vq)""",
+            re.IGNORECASE,
+        ),
+        _keep_harmless_code,
+    ),
+    # Percent-encoded: refresh_token%3D..., %22refresh_token%22%3A%22...%22.
+    (
+        re.compile(
+            rf"{_KEY_START}(?P<key>{_FLEX_KEYS}|code)%3D(?P<value>(?:(?!%26)[^&\s'\",;)}}\]])+)",
+            re.IGNORECASE,
+        ),
+        lambda m: f"{m.group('key')}%3D{REDACTED}",
+    ),
+    (
+        re.compile(
+            rf"%22(?P<key>{_FLEX_KEYS}|code)%22%3A(?:%20)*%22(?P<value>(?:(?!%22).)*)%22",
+            re.IGNORECASE,
+        ),
+        lambda m: f"%22{m.group('key')}%22%3A%22{REDACTED}%22",
+    ),
+    # Unquoted with other spellings: refreshToken=..., api_key=...
+    (
+        re.compile(
+            rf"{_KEY_START}(?P<key>{_FLEX_KEYS})=(?P<value>[^&\s'\",;)}}\]]+)", re.IGNORECASE
+        ),
+        lambda m: f"{m.group('key')}={REDACTED}",
+    ),
+    # "refresh_token: 0.AXk...", "Refresh-Token: ...", "code: 0.AVY..." as lines or prose.
+    (
+        re.compile(
+            rf"{_KEY_START}(?P<key>{_FLEX_KEYS}|code)(?P<sep>\s*:\s*)(?P<value>{_TOKENISH}{{8,}})",
+            re.IGNORECASE,
+        ),
+        _keep_harmless_code,
+    ),
+    # Mail message bodies: a Graph "body" object, and body text in any quoted form.
+    (
+        re.compile(
+            r"""(?P<q>["'])(?P<key>body|uniqueBody)(?P=q)(?P<sep>\s*:\s*)\{[^{}]*\}""",
+            re.IGNORECASE,
+        ),
+        lambda m: (
+            f"{m.group('q')}{m.group('key')}{m.group('q')}{m.group('sep')}"
+            f"{m.group('q')}{REDACTED}{m.group('q')}"
+        ),
+    ),
+    (
+        re.compile(
+            rf"""(?P<q>["']?){_KEY_START}(?P<key>{_BODY_KEYS})(?P=q)(?P<sep>\s*[:=]\s*)"""
+            rf"""(?P<vq>["'])(?P<value>(?:\\.|(?!(?P=vq)).)+)(?P=vq)""",
+        ),
+        _value_redacted,
+    ),
+    # Bare Microsoft-shaped refresh tokens and codes ("0.AXkA...", "1.AR8A...") and
+    # device codes ("DAQABAAEAAA..."), wherever they appear.
+    (
+        re.compile(r"\b\d\.A[A-Za-z0-9_-]{20,}(?:\.[A-Za-z0-9_-]+)*"),
+        "[redacted token]",
+    ),
+    (
+        re.compile(r"\b[A-Z]AQAB[A-Za-z0-9_-]{20,}"),
+        "[redacted token]",
     ),
 ]
 

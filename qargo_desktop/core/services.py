@@ -17,6 +17,7 @@ from qargo_desktop.core.api import Me, Organisation, OrganisationClient
 from qargo_desktop.core.errors import IdentityError, QargoError, SignInRequired
 from qargo_desktop.core.identity import (
     CacheStore,
+    DeviceFlow,
     IdentityClient,
     InteractiveControl,
     MemoryCacheStore,
@@ -149,6 +150,26 @@ class Services:
         self._username = result.username
         return self._load_session()
 
+    def sign_in_device(
+        self,
+        on_code: Callable[[DeviceFlow], None],
+        cancel: threading.Event | None = None,
+    ) -> AdminSession:
+        """Sign the admin in on another device with a code (where no browser is usable here).
+
+        ``on_code`` receives the code and address to show, on this (worker) thread; the
+        wait ends when the code expires or ``cancel`` is set.
+
+        Raises:
+            Cancelled, DeviceCodeExpired (a DeadlineExceeded), IdentityError, NotSuperAdmin,
+            QargoError.
+        """
+        result = self.admin_identity.acquire_device(
+            self.endpoints.admin_scopes, on_code, cancel or threading.Event()
+        )
+        self._username = result.username
+        return self._load_session()
+
     def _load_session(self) -> AdminSession:
         me = self.api.me()
         if not me.is_super_admin:
@@ -195,6 +216,10 @@ class Services:
                     timeout=self._http_timeout_s,
                 )
             return self._mailbox_identity
+
+    def token_stores(self) -> dict[str, CacheStore]:
+        """The token caches by role (``admin``, ``mailboxes``), for diagnostics."""
+        return {"admin": self.admin_identity.store, "mailboxes": self._mailbox_store}
 
     def new_control(self, **callbacks: Callable[[str], Any]) -> InteractiveControl:
         """Return a control for one interactive sign-in with the configured deadline."""

@@ -8,6 +8,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import msal
@@ -556,8 +558,9 @@ def test_cancel_at_each_step(
 
 
 class _Context:
-    def __init__(self, services: Any) -> None:
+    def __init__(self, services: Any, data_dir: Path) -> None:
         self.services = services
+        self.paths = SimpleNamespace(data_dir=data_dir)
 
     def __enter__(self) -> _Context:
         return self
@@ -596,10 +599,11 @@ def test_command_line_exit_codes(
     extra: list[str],
     code: int,
     verdict: str,
+    tmp_path: Path,
 ) -> None:
     from qargo_desktop import cli, commands
 
-    monkeypatch.setattr(commands, "_context", lambda _args: _Context(mailbox))
+    monkeypatch.setattr(commands, "_context", lambda _args: _Context(mailbox, tmp_path))
     monkeypatch.setattr(commands, "_interrupt_cancels", lambda _event: None)
     if faults:
         sandbox.set_faults(**faults)
@@ -613,14 +617,21 @@ def test_command_line_exit_codes(
     assert set(data["timings"]) >= {"submission_s", "delivery_s", "sync_s", "end_to_end_s"}
     # Progress went to stderr, step by step; stdout holds the report alone.
     assert "preflight" in captured.err and "cleanup" in captured.err
+    # The report is kept for the support bundle.
+    (saved,) = (tmp_path / "selftest-reports").glob("*.json")
+    assert json.loads(saved.read_text())["verdict"] == verdict
 
 
 def test_command_line_text_report(
-    sandbox: Any, mailbox: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    sandbox: Any,
+    mailbox: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
     from qargo_desktop import cli, commands
 
-    monkeypatch.setattr(commands, "_context", lambda _args: _Context(mailbox))
+    monkeypatch.setattr(commands, "_context", lambda _args: _Context(mailbox, tmp_path))
     monkeypatch.setattr(commands, "_interrupt_cancels", lambda _event: None)
 
     assert cli.main(["selftest", "--mailbox", DISPATCH, "--keep"]) == 0
