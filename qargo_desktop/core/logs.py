@@ -118,7 +118,8 @@ _PATTERNS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = 
     # Query strings, form bodies and unquoted key=value: up to the next separator.
     (
         re.compile(
-            rf"{_KEY_START}(?P<key>{_KEYS}|code)=(?P<value>[^&\s'\",;)}}\]]+)", re.IGNORECASE
+            rf"{_KEY_START}(?P<key>{_KEYS}|code)=(?P<value>(?!\[redacted)[^&\s'\",;)}}\]]+)",
+            re.IGNORECASE,
         ),
         _unquoted_replacement,
     ),
@@ -195,7 +196,7 @@ _PATTERNS += [
     # Percent-encoded: refresh_token%3D..., %22refresh_token%22%3A%22...%22.
     (
         re.compile(
-            rf"{_KEY_START}(?P<key>{_FLEX_KEYS}|code)%3D(?P<value>(?:(?!%26)[^&\s'\",;)}}\]])+)",
+            rf"{_KEY_START}(?P<key>{_FLEX_KEYS}|code)%3D(?P<value>(?!\[redacted)(?:(?!%26)[^&\s'\",;)}}\]])+)",
             re.IGNORECASE,
         ),
         lambda m: f"{m.group('key')}%3D{REDACTED}",
@@ -210,7 +211,8 @@ _PATTERNS += [
     # Unquoted with other spellings: refreshToken=..., api_key=...
     (
         re.compile(
-            rf"{_KEY_START}(?P<key>{_FLEX_KEYS})=(?P<value>[^&\s'\",;)}}\]]+)", re.IGNORECASE
+            rf"{_KEY_START}(?P<key>{_FLEX_KEYS})=(?P<value>(?!\[redacted)[^&\s'\",;)}}\]]+)",
+            re.IGNORECASE,
         ),
         lambda m: f"{m.group('key')}={REDACTED}",
     ),

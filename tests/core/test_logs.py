@@ -282,3 +282,22 @@ def test_a_record_is_redacted_once_for_many_handlers() -> None:
     logger.info("value %s", JWT)
     assert first.lines()[0].endswith("value [redacted JWT]")
     assert second.lines()[0].endswith("value [redacted JWT]")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "refresh_token=0.AXkAbc-def_ghi.jkl",
+        "POST /token?code=abc123def456&state=x",
+        "refreshToken=abcdefgh12345",
+        "refresh_token%3Dabcdef123",
+        '{"refresh_token": "0.AXkAbc"}',
+    ],
+)
+def test_redaction_is_idempotent(text: str) -> None:
+    once = redact(text)
+    assert "[redacted" in once
+    # Logs, bundles and the Recent problems list redact again: the marker must not grow.
+    assert redact(once) == once
+    assert redact(redact(once)) == once
+    assert "]]" not in once
