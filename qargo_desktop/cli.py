@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import enum
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from qargo_desktop import __version__
 
@@ -226,8 +226,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     from qargo_desktop import commands
 
     handler = getattr(commands, args.command.replace("-", "_"))
+    uninstall = _install_crash_handler(args)
     try:
         return int(handler(args))
     except commands.Unusable as exc:
         print(f"qargo-desktop: {exc}", file=sys.stderr)
         return ExitCode.COULD_NOT_RUN
+    except Exception:
+        # A bug: logged and saved as a crash report, like the window's; the exit code says
+        # the command could not run rather than that it found problems.
+        sys.excepthook(*sys.exc_info())
+        return ExitCode.COULD_NOT_RUN
+    finally:
+        uninstall()
+
+
+def _install_crash_handler(args: argparse.Namespace) -> Callable[[], None]:
+    """Route a headless command's unexpected errors (every thread) to a saved crash report."""
+    import os
+
+    from qargo_desktop.core.config import app_paths
+    from qargo_desktop.core.support import CrashReport, install_crash_handler
+
+    folder = getattr(args, "config_dir", None) or os.environ.get("QARGO_CONFIG_DIR") or None
+
+    def say(report: CrashReport) -> None:
+        if sys.stderr is None:
+            return
+        sys.stderr.write(report.text)
+        if report.path is not None:
+            sys.stderr.write(f"The crash report was saved as {report.path}\n")
+
+    return install_crash_handler(app_paths(folder).log_dir, on_crash=say)

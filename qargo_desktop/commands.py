@@ -496,6 +496,7 @@ def bundle_check(args: argparse.Namespace) -> int:
     from PySide6.QtGui import QImageReader
 
     plugins_dir = Path(QLibraryInfo.path(QLibraryInfo.LibraryPath.PluginsPath))
+    translations_dir = Path(QLibraryInfo.path(QLibraryInfo.LibraryPath.TranslationsPath))
     plugins = {
         kind.name: sorted(p.name for p in kind.iterdir())
         for kind in sorted(plugins_dir.iterdir() if plugins_dir.is_dir() else [])
@@ -518,6 +519,8 @@ def bundle_check(args: argparse.Namespace) -> int:
             "image_formats": sorted(
                 bytes(f.data()).decode() for f in QImageReader.supportedImageFormats()
             ),
+            # Qt's own catalogues, which ui/i18n.py loads beside the app's.
+            "translations": sorted(p.name for p in translations_dir.glob("*.qm")),
         },
         # What child processes (the system browser) inherit from this one.
         "environment": {

@@ -10,7 +10,14 @@ and grabs the window:
 
 - ``main-window.png``: every link state in the list, a failed link selected;
 - ``main-window-dark.png``: the same in the dark theme;
-- ``sign-in.png``: the sign-in page.
+- ``sign-in.png``: the sign-in page;
+- ``preferences.png``: the Preferences dialog (and the dialogs of the link actions).
+
+``--language nl`` takes only the main window, in that language (``main-window-nl.png``);
+``--scale 1.5`` takes it at 150 % (``QT_SCALE_FACTOR``; ``main-window-150.png``)::
+
+    xvfb-run -a .venv/bin/python scripts/screenshot.py --language nl
+    xvfb-run -a .venv/bin/python scripts/screenshot.py --scale 1.5
 
 Nothing is stored outside a temporary folder (tokens go to an in-memory keyring).
 """
@@ -29,7 +36,6 @@ import keyring
 from keyring.backend import KeyringBackend
 
 from PySide6.QtCore import QSettings, Qt, QTimer
-from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication, QWidget
 
 from qargo_desktop.core.bootstrap import build_services, sandbox_overrides
@@ -38,10 +44,11 @@ from qargo_desktop.core.selftest import SelfTestOptions
 from qargo_desktop.sandbox import browser
 from qargo_desktop.sandbox.server import Sandbox
 from qargo_desktop.sandbox.world import SandboxOptions
-from qargo_desktop.ui import dialogs
+from qargo_desktop.ui import dialogs, i18n
 from qargo_desktop.ui.app import create_application, sandbox_sign_in_note
 from qargo_desktop.ui.main_window import MainWindow, Page
-from qargo_desktop.ui.theme import Theme
+from qargo_desktop.ui.preferences import PreferencesDialog
+from qargo_desktop.ui.theme import Theme, apply_colour_scheme
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,28 +78,6 @@ class MemoryKeyring(KeyringBackend):
         self.secrets.pop((service, username), None)
 
 
-def dark_palette() -> QPalette:
-    """A dark palette like the platforms' own, for the dark screenshot under Xvfb."""
-    palette = QPalette()
-    colours = {
-        QPalette.ColorRole.Window: "#202124",
-        QPalette.ColorRole.WindowText: "#e8eaed",
-        QPalette.ColorRole.Base: "#1b1b1d",
-        QPalette.ColorRole.AlternateBase: "#26272a",
-        QPalette.ColorRole.Text: "#e8eaed",
-        QPalette.ColorRole.Button: "#2d2e31",
-        QPalette.ColorRole.ButtonText: "#e8eaed",
-        QPalette.ColorRole.Highlight: "#3a6fb0",
-        QPalette.ColorRole.HighlightedText: "#ffffff",
-        QPalette.ColorRole.PlaceholderText: "#9aa0a6",
-        QPalette.ColorRole.ToolTipBase: "#2d2e31",
-        QPalette.ColorRole.ToolTipText: "#e8eaed",
-    }
-    for role, colour in colours.items():
-        palette.setColor(role, QColor(colour))
-    return palette
-
-
 class Shooter:
     """Drives one window through sign-in and takes its pictures."""
 
@@ -116,6 +101,7 @@ class Shooter:
                 self._start_selftest,
                 self._selftest_passed,
                 self._selftest_failed,
+                self._preferences_shown,
             ]
         self.sandbox: Sandbox | None = None
         self._timer = QTimer()
@@ -225,6 +211,13 @@ class Shooter:
         dialog.close_button.click()
         return True
 
+    def _preferences_shown(self) -> bool:
+        dialog = PreferencesDialog(self.window, self.window.settings or Settings())
+        dialog.show()
+        self._grab_widget(dialog, "preferences.png")
+        dialog.close()
+        return True
+
     def _grab_widget(self, widget: QWidget, name: str) -> None:
         self.app.processEvents()
         widget.grab().save(str(self.out / name))
@@ -249,7 +242,15 @@ class Shooter:
             self.app.exit(0)
 
 
-def shoot(app: QApplication, sandbox: Sandbox, folder: Path, out: Path, *, dark: bool) -> bool:
+def shoot(
+    app: QApplication,
+    sandbox: Sandbox,
+    folder: Path,
+    out: Path,
+    *,
+    dark: bool,
+    prefix: str | None = None,
+) -> bool:
     """Sign in a fresh window and take its pictures; returns whether it worked."""
     info = sandbox.info
     settings = dataclasses.replace(
@@ -273,7 +274,8 @@ def shoot(app: QApplication, sandbox: Sandbox, folder: Path, out: Path, *, dark:
     window.attach_services(
         build_services(settings), environment="Sandbox", sign_in_note=sandbox_sign_in_note(sandbox)
     )
-    shooter = Shooter(app, window, out, "main-window-dark" if dark else "main-window")
+    prefix = prefix or ("main-window-dark" if dark else "main-window")
+    shooter = Shooter(app, window, out, prefix)
     shooter.sandbox = sandbox
     QTimer.singleShot(120_000, lambda: app.exit(2))
     app.exec()
@@ -287,21 +289,34 @@ def shoot(app: QApplication, sandbox: Sandbox, folder: Path, out: Path, *, dark:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
+    parser.add_argument("--language", help="only the main window, in this language (nl, fr)")
+    parser.add_argument("--scale", type=float, help="only the main window, at this scale (1.5)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.scale:
+        # Read once, when the application starts: what 150 % display scaling does.
+        os.environ["QT_SCALE_FACTOR"] = f"{args.scale:g}"
     # They would replace the sandbox's CA as the trust of every request (see FACTS.md).
     for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
         os.environ.pop(name, None)
     keyring.set_keyring(MemoryKeyring())
     app = create_application([sys.argv[0]])
     app.setQuitOnLastWindowClosed(False)
+    i18n.install_language(args.language or "en-GB")
     with tempfile.TemporaryDirectory(prefix="qargo-screenshot-") as temp:
         folder = Path(temp)
         with Sandbox(SandboxOptions(data_dir=folder / "sandbox")) as sandbox:
+            if args.language or args.scale:
+                suffix = f"-{args.language}" if args.language else ""
+                suffix += f"-{round(args.scale * 100)}" if args.scale else ""
+                prefix = f"main-window{suffix}"
+                return 0 if shoot(app, sandbox, folder / "one", args.out, dark=False,
+                                  prefix=prefix) else 1  # fmt: skip
             if not shoot(app, sandbox, folder / "light", args.out, dark=False):
                 return 1
-            app.setStyle("Fusion")
-            app.setPalette(dark_palette())
+            # The platform here cannot switch to dark, so this draws it with the app's own
+            # dark palette: the same path a Linux desktop without a portal takes.
+            apply_colour_scheme("dark")
             if not shoot(app, sandbox, folder / "dark", args.out, dark=True):
                 return 1
     return 0

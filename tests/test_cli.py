@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -139,3 +140,29 @@ def test_non_admin_gets_a_clear_message(
     signin = _cli("signin", "--config", str(config), env=env)
     assert signin.returncode == 9, signin.stderr
     assert "not a Qargo super admin" in signin.stderr
+
+
+def test_an_unexpected_error_in_a_command_is_saved_as_a_crash_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from qargo_desktop import cli, commands
+
+    def broken(_args: object) -> int:
+        raise RuntimeError(
+            "a bug in the command: access_token=eyJhbGciOiJSUzI1NiJ9.eyJ4IjoxfQ.c2ln"
+        )
+
+    monkeypatch.setattr(commands, "diagnose", broken)
+    hooks = (sys.excepthook, threading.excepthook)
+
+    code = cli.main(["diagnose", "--config-dir", str(tmp_path)])
+
+    assert code == cli.ExitCode.COULD_NOT_RUN
+    reports = list((tmp_path / "logs").glob("crash-*.txt"))
+    assert len(reports) == 1
+    text = reports[0].read_text(encoding="utf-8")
+    assert "RuntimeError: a bug in the command" in text and "eyJhbGciOiJSUzI1NiJ9" not in text
+    err = capsys.readouterr().err
+    assert "The crash report was saved as" in err and "eyJhbGciOiJSUzI1NiJ9" not in err
+    # The hooks are given back when the command ends.
+    assert (sys.excepthook, threading.excepthook) == hooks

@@ -30,17 +30,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qargo_desktop import APP_NAME
 from qargo_desktop.core.config import AppPaths, Settings, app_paths
-from qargo_desktop.core.diagnostics import (
-    DiagnosticsReport,
-    collect_diagnostics,
-    collect_versions,
-    contact_sentence,
-)
 from qargo_desktop.core.logs import RingBufferHandler, redact
+
+if TYPE_CHECKING:
+    from qargo_desktop.core.diagnostics import DiagnosticsReport
+
+# The diagnostics (and the HTTP stack behind them) are imported where they are used: the
+# crash handler is installed before the window's first paint and must not delay it.
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,8 @@ PRIVACY_NOTE = (
 
 def contact_text(settings: Settings) -> str:
     """The 'Contact Qargo Support' text: what to save and who to send it to."""
+    from qargo_desktop.core.diagnostics import contact_sentence
+
     return contact_sentence(settings.support_contact)
 
 
@@ -116,6 +118,8 @@ def save_support_bundle(
     """
     paths = paths or app_paths(settings)
     if report is None:
+        from qargo_desktop.core.diagnostics import collect_diagnostics
+
         report = collect_diagnostics(settings, paths=paths)
     created = now or datetime.now(UTC)
     contact = contact_text(settings)
@@ -264,6 +268,8 @@ def format_crash_report(
     Qt's version is included only when PySide6 is already loaded: a crash handler must
     not import a GUI toolkit.
     """
+    from qargo_desktop.core.diagnostics import collect_versions
+
     created = now or datetime.now(UTC)
     where = where or threading.current_thread().name
     versions = collect_versions(include_qt="PySide6" in sys.modules)

@@ -9,39 +9,48 @@ from __future__ import annotations
 
 import argparse
 import logging
-import platform
 import sys
 import threading
-import traceback
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QObject, QSettings, Qt, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QObject, QSettings, Qt, Signal, Slot
 from PySide6.QtWidgets import QApplication, QWidget
 
 from qargo_desktop import APP_DISPLAY_NAME, APP_NAME, ORGANISATION_NAME, __version__
+from qargo_desktop.core.support import (
+    CrashReport,
+    format_crash_report,
+    install_crash_handler,
+    report_crash,
+)
+from qargo_desktop.ui.tasks import CrashReporter, set_crash_reporter, was_reported
 
 if TYPE_CHECKING:
     from qargo_desktop.core.config import Settings
+    from qargo_desktop.core.logs import RingBufferHandler
     from qargo_desktop.core.services import Services
     from qargo_desktop.ui.main_window import MainWindow
+    from qargo_desktop.ui.single_instance import InstanceRequest, SingleInstance
 
 log = logging.getLogger(__name__)
 
-SANDBOX_SIGN_IN_NOTE = (
-    "Sandbox: sign in as {account} (a super admin). The sandbox's sign-in page lets you "
-    "pick the account; no password is needed."
-)
+translate = QCoreApplication.translate
 
 
 def sandbox_sign_in_note(sandbox: Any) -> str:
     """The sign-in page's hint naming a super admin account the sandbox knows."""
     accounts = getattr(getattr(sandbox, "info", None), "accounts", None) or []
     admins = [a.get("username") for a in accounts if a.get("role") == "super_admin"]
-    return SANDBOX_SIGN_IN_NOTE.format(account=admins[0]) if admins else ""
+    if not admins:
+        return ""
+    return translate(
+        "app",
+        "Sandbox: sign in as {account} (a super admin). The sandbox's sign-in page lets you "
+        "pick the account; no password is needed.",
+    ).format(account=admins[0])
 
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
@@ -50,74 +59,86 @@ ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 # -- the crash handler ------------------------------------------------------------------------
 
 
-def versions() -> dict[str, str]:
-    """The versions a crash report names."""
-    found = {
-        APP_DISPLAY_NAME: __version__,
-        "Python": platform.python_version(),
-        "Operating system": platform.platform(),
-    }
-    try:
-        import PySide6
-        from PySide6.QtCore import qVersion
-
-        found["Qt"] = qVersion()
-        found["PySide6"] = PySide6.__version__
-    except ImportError:  # the report must work even when Qt is what broke
-        pass
-    return found
-
-
 def crash_report(exc_type: type[BaseException], exc: BaseException, tb: Any, thread: str) -> str:
-    """The text of a crash report: when, versions, where, and the traceback (redacted)."""
-    lines = [
-        f"{APP_DISPLAY_NAME} problem report",
-        f"When: {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC",
-        *(f"{name}: {version}" for name, version in versions().items()),
-        f"Thread: {thread}",
-        "",
-        "".join(traceback.format_exception(exc_type, exc, tb)).rstrip(),
-    ]
-    text = "\n".join(lines)
-    try:
-        from qargo_desktop.core.logs import redact
-
-        return redact(text)
-    except Exception:  # redaction must never hide the crash itself
-        return text
+    """The text of a crash report: when, where, versions and the traceback (redacted)."""
+    return format_crash_report(exc_type, exc, tb, where=thread).text
 
 
 class _CrashRelay(QObject):
-    """Carries a crash from any thread to the GUI thread (it lives there)."""
+    """Carries a crash report from any thread to the GUI thread (it lives there)."""
 
-    crashed = Signal(str)
+    crashed = Signal(object)
 
 
 class CrashHandler:
-    """Logs every uncaught exception, then shows a report dialog on the GUI thread.
+    """Every unexpected error on one path: logged, reported, saved, then shown.
 
-    Install it before anything else so even start-up failures are caught; the dialog
-    becomes possible once :meth:`attach_gui` has been called with the QApplication up.
+    Unhandled exceptions of the main thread and of every other thread
+    (:func:`~qargo_desktop.core.support.install_crash_handler`) and unexpected errors of
+    background tasks (:func:`~qargo_desktop.ui.tasks.set_crash_reporter`) all go through
+    :func:`~qargo_desktop.core.support.report_crash`: logged, formatted with the versions
+    and the last log lines, redacted, and saved as ``crash-<time>.txt`` in the log folder.
+    The report then reaches the crash dialog on the GUI thread once :meth:`attach_gui` was
+    called, or standard error before that. The app keeps running where it can.
+
+    Install it before anything else, so that start-up failures are caught too; give it the
+    log folder and the ring buffer with :meth:`configure` once the settings are loaded.
+
+    Args:
+        log_dir: Where reports are saved (``None``: nowhere until configured).
+        ring_buffer: The log's ring buffer, whose last lines a report quotes.
     """
 
-    def __init__(self) -> None:
-        self._previous_hook = sys.excepthook
-        self._previous_thread_hook = threading.excepthook
+    def __init__(
+        self, log_dir: Path | None = None, ring_buffer: RingBufferHandler | None = None
+    ) -> None:
+        self._log_dir = log_dir
+        self._ring_buffer = ring_buffer
+        self._uninstall: Callable[[], None] | None = None
+        self._previous_reporter: CrashReporter | None = None
         self._relay: _CrashRelay | None = None
         self._parent: QWidget | None = None
         self._showing = False
-        self.reports: list[str] = []
+        self.reports: list[CrashReport] = []
+
+    @property
+    def log_dir(self) -> Path | None:
+        """Where reports are saved."""
+        return self._log_dir
+
+    @property
+    def installed(self) -> bool:
+        """Whether this handler is the process's exception hook now."""
+        return self._uninstall is not None
 
     def install(self) -> CrashHandler:
-        """Become the process's exception hooks."""
-        sys.excepthook = self._on_exception
-        threading.excepthook = self._on_thread_exception
+        """Become the process's exception hooks and the background tasks' crash reporter."""
+        if self._uninstall is not None:
+            self._uninstall()
+        else:
+            self._previous_reporter = set_crash_reporter(self.report_exception)
+        self._uninstall = install_crash_handler(
+            self._log_dir, on_crash=self._on_crash, ring_buffer=self._ring_buffer
+        )
         return self
+
+    def configure(
+        self, *, log_dir: Path | None, ring_buffer: RingBufferHandler | None = None
+    ) -> None:
+        """Save reports in ``log_dir`` and quote ``ring_buffer`` from now on."""
+        self._log_dir = log_dir
+        self._ring_buffer = ring_buffer
+        if self._uninstall is not None:
+            self.install()
 
     def uninstall(self) -> None:
         """Give the hooks back."""
-        sys.excepthook = self._previous_hook
-        threading.excepthook = self._previous_thread_hook
+        if self._uninstall is None:
+            return
+        self._uninstall()
+        self._uninstall = None
+        set_crash_reporter(self._previous_reporter)
+        self._previous_reporter = None
 
     def attach_gui(self, parent: QWidget | None = None) -> None:
         """Show crash dialogs from now on (call on the GUI thread)."""
@@ -126,29 +147,20 @@ class CrashHandler:
             self._relay.crashed.connect(self._show, Qt.ConnectionType.QueuedConnection)
         self._parent = parent
 
-    def _on_exception(
-        self, exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
-    ) -> None:
-        self._handle(exc_type, exc, tb, threading.current_thread().name)
+    def report_exception(self, error: BaseException, where: str) -> None:
+        """Report an exception that something caught but did not expect (a task's bug)."""
+        report = report_crash(
+            type(error),
+            error,
+            error.__traceback__,
+            log_dir=self._log_dir,
+            where=where,
+            ring_buffer=self._ring_buffer,
+        )
+        self._on_crash(report)
 
-    def _on_thread_exception(self, args: threading.ExceptHookArgs) -> None:
-        if args.exc_type is SystemExit or args.exc_value is None:
-            return
-        thread = args.thread.name if args.thread is not None else "unknown thread"
-        self._handle(args.exc_type, args.exc_value, args.exc_traceback, thread)
-
-    def _handle(
-        self,
-        exc_type: type[BaseException],
-        exc: BaseException,
-        tb: TracebackType | None,
-        thread: str,
-    ) -> None:
-        if issubclass(exc_type, KeyboardInterrupt):
-            self._previous_hook(exc_type, exc, tb)
-            return
-        log.critical("Unexpected error on %s", thread, exc_info=(exc_type, exc, tb))
-        report = crash_report(exc_type, exc, tb, thread)
+    def _on_crash(self, report: CrashReport) -> None:
+        # Any thread. The report is logged and saved already; what is left is to show it.
         self.reports.append(report)
         if self._relay is not None:
             try:
@@ -157,21 +169,26 @@ class CrashHandler:
             except RuntimeError:
                 pass  # the GUI is gone
         if sys.stderr is not None:  # None under pythonw.exe
-            print(report, file=sys.stderr)
+            sys.stderr.write(report.text)
 
-    @Slot(str)
-    def _show(self, report: str) -> None:
+    @Slot(object)
+    def _show(self, report: CrashReport) -> None:
         if self._showing:
-            # A crash while the report is open: it is logged; one dialog is enough.
+            # A crash while the report is open: logged and saved; one dialog is enough.
             return
         from qargo_desktop.ui import dialogs
 
         self._showing = True
         try:
             quit_requested = dialogs.show_crash(self._parent, report)
+        except Exception:
+            # Never through the hook again: a dialog that cannot open would loop.
+            log.exception("The crash dialog could not be shown")
+            return
         finally:
             self._showing = False
         if quit_requested:
+            log.info("Quitting after an unexpected problem, as the person chose")
             app = QApplication.instance()
             if app is not None:
                 app.exit(1)
@@ -195,7 +212,11 @@ class AppController(QObject):
         self.sandbox: Any = None
         self.services: Services | None = None
         self._sandbox_lock = threading.Lock()
+        self._sandbox_settings: Settings | None = None
         window.sandbox_requested.connect(self.start_sandbox)
+        window.settings_changed.connect(self._on_settings_changed)
+        # Help > Diagnostics checks what the services really use (the sandbox's addresses).
+        window.support.settings_provider = self.service_settings
 
     def start(self, *, sandbox: bool) -> None:
         """Choose sandbox, first run or the configured services."""
@@ -206,7 +227,7 @@ class AppController(QObject):
         if missing:
             self.window.show_first_run(missing, self.settings.config_file)
             return
-        self.window.show_starting("Connecting...")
+        self.window.show_starting(translate("app", "Connecting..."))
         settings = self.settings
 
         def work(_cancel: threading.Event, _progress: Any) -> tuple[Services, str | None]:
@@ -215,11 +236,16 @@ class AppController(QObject):
             services = build_services(settings)
             return services, _cache_problem(services)
 
-        self.window.tasks.start("build services", work, on_finished=self._on_services_built)
+        self.window.tasks.start(
+            "build services",
+            work,
+            on_finished=self._on_services_built,
+            expected=(OSError, ValueError),
+        )
 
     def start_sandbox(self) -> None:
         """Start the built-in sandbox and use it."""
-        self.window.show_starting("Starting the built-in sandbox...")
+        self.window.show_starting(translate("app", "Starting the built-in sandbox..."))
         from qargo_desktop.core.config import app_paths
 
         settings = self.settings
@@ -233,6 +259,7 @@ class AppController(QObject):
                     raise RuntimeError("the sandbox is already running")
                 sandbox, sandbox_settings = start_sandbox_for_app(data_dir, settings)
                 self.sandbox = sandbox
+                self._sandbox_settings = sandbox_settings
             services = build_services(sandbox_settings)
             return services, _cache_problem(services)
 
@@ -242,29 +269,52 @@ class AppController(QObject):
             on_finished=lambda result, error: self._on_services_built(
                 result, error, environment="Sandbox"
             ),
+            expected=(OSError, ValueError),
         )
 
     def _on_services_built(
         self, result: Any, error: BaseException | None, *, environment: str = ""
     ) -> None:
         if error is not None:
-            log.error("The app could not start its services: %s", error, exc_info=error)
-            detail = error.explain() if hasattr(error, "explain") else str(error)
-            self.window.show_startup_error(f"The app could not start: {detail}")
+            if not was_reported(error):
+                log.error("The app could not start its services: %s", error, exc_info=error)
+            from qargo_desktop.core.errors import QargoError
+            from qargo_desktop.ui.texts import explain
+
+            detail = explain(error) if isinstance(error, QargoError) else str(error)
+            self.window.show_startup_error(
+                translate("app", "The app could not start: {problem}").format(problem=detail)
+            )
             return
         services, cache_problem = result
         self.services = services
         with self._sandbox_lock:
             note = sandbox_sign_in_note(self.sandbox) if environment == "Sandbox" else ""
         self.window.attach_services(services, environment=environment, sign_in_note=note)
+        # What the first authorise and self-test need is kept out of the first paint;
+        # imported now, off the GUI thread, it does not stall the window at the first click.
+        self.window.tasks.start("warm up", _warm_up)
         if cache_problem:
             from qargo_desktop.ui.theme import MessageLevel
 
             self.window.show_message(
-                f"{cache_problem} You will need to sign in again next time.",
+                translate("app", "{problem} You will need to sign in again next time.").format(
+                    problem=cache_problem
+                ),
                 level=MessageLevel.WARNING,
                 key="token-cache",
             )
+
+    def service_settings(self) -> Settings:
+        """The settings the services were built from (the sandbox's, when one runs)."""
+        with self._sandbox_lock:
+            return self._sandbox_settings or self.settings
+
+    def _on_settings_changed(self, settings: object) -> None:
+        from qargo_desktop.core.config import Settings
+
+        if isinstance(settings, Settings):
+            self.settings = settings
 
     def stop(self) -> None:
         """Stop the sandbox, if one runs (after the window closed)."""
@@ -272,6 +322,12 @@ class AppController(QObject):
             sandbox, self.sandbox = self.sandbox, None
         if sandbox is not None:
             sandbox.stop()
+
+
+def _warm_up(_cancel: threading.Event, _progress: Any) -> None:
+    """Import the link actions' and the self-test's modules (a background task)."""
+    import qargo_desktop.core.linking
+    import qargo_desktop.ui.selftest_dialog  # noqa: F401
 
 
 def _cache_problem(services: Services) -> str | None:
@@ -313,6 +369,8 @@ def run(
     *,
     argv: Sequence[str] | None = None,
     crash_handler: CrashHandler | None = None,
+    instance: SingleInstance | None = None,
+    select: str | None = None,
 ) -> int:
     """Open the window and run until it closes; returns the process exit code.
 
@@ -322,22 +380,52 @@ def run(
         argv: Arguments for Qt (default ``sys.argv``).
         crash_handler: An already installed handler (:func:`run_from_args` installs one
             before it loads anything); installed here otherwise.
+        instance: This app's single-instance lock; later starts reach the window through it.
+        select: The address of a mailbox to select once the list is loaded.
     """
     handler = crash_handler or CrashHandler().install()
-    app = create_application(argv)
-    from qargo_desktop.ui.main_window import MainWindow
+    if handler.log_dir is None:
+        from qargo_desktop.core.config import app_paths
+        from qargo_desktop.ui.log_view import find_ring_buffer
 
+        handler.configure(log_dir=app_paths(settings).log_dir, ring_buffer=find_ring_buffer())
+    app = create_application(argv)
+    from qargo_desktop.ui import i18n
+    from qargo_desktop.ui.main_window import MainWindow
+    from qargo_desktop.ui.theme import apply_colour_scheme
+
+    i18n.install_language(settings.language)
+    apply_colour_scheme(settings.theme)
     window = MainWindow(settings, window_state=window_state_for(settings))
     handler.attach_gui(window)
+    # The benchmarks' measurement hook (QARGO_BENCH_MARKS); does nothing unless set.
+    from qargo_desktop.ui import bench_marks
+
+    bench_marks.install(window)
     controller = AppController(window, settings)
+    if instance is not None:
+        instance.setParent(window)
+        instance.request_received.connect(lambda request: _on_instance_request(window, request))
+        instance.listen()
     window.show()
     controller.start(sandbox=sandbox)
+    if select:
+        window.select_address(select)
     try:
         return int(app.exec())
     finally:
         window.tasks.shutdown(3000)
         controller.stop()
         handler.attach_gui(None)
+        if instance is not None:
+            instance.release()
+
+
+def _on_instance_request(window: MainWindow, request: InstanceRequest) -> None:
+    """A later start of the app: come forward, and do what it asked."""
+    window.bring_to_front()
+    if request.select:
+        window.select_address(request.select)
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -357,21 +445,53 @@ def run_from_args(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _show_config_problem(exc, handler)
     paths = app_paths(settings)
-    setup_logging(
+
+    # One window per person and config folder. Before logging starts, so that a second
+    # start never touches the running app's log file.
+    from qargo_desktop.ui.single_instance import InstanceRequest, SingleInstance, send_request
+
+    select = getattr(args, "select", None)
+    instance = SingleInstance(paths.config_dir)
+    if not instance.acquire():
+        if send_request(instance.name, InstanceRequest(select=select)):
+            return 0
+        return _show_not_answering(handler, settings)
+    logging_setup = setup_logging(
         paths.log_dir,
         "DEBUG" if getattr(args, "verbose", False) else settings.log_level,
         console=bool(getattr(args, "verbose", False)),
     )
+    # From here on a crash report is saved in the log folder and quotes the last lines.
+    handler.configure(log_dir=paths.log_dir, ring_buffer=logging_setup.ring_buffer)
     log.info("%s %s starting", APP_DISPLAY_NAME, __version__)
-    return run(settings, sandbox=settings.sandbox, crash_handler=handler)
+    return run(
+        settings,
+        sandbox=settings.sandbox,
+        crash_handler=handler,
+        instance=instance,
+        select=select,
+    )
+
+
+def _show_not_answering(handler: CrashHandler, settings: Settings) -> int:
+    """The app runs already but does not answer: say so rather than open a second window."""
+    print(f"{APP_DISPLAY_NAME} is already running but does not answer.", file=sys.stderr)
+    _app = create_application()  # kept alive for the dialog
+    from qargo_desktop.ui import dialogs, i18n
+
+    i18n.install_language(settings.language)
+    handler.attach_gui(None)
+    dialogs.show_not_answering(None)
+    return 1
 
 
 def _show_config_problem(exc: Exception, handler: CrashHandler) -> int:
     """The settings cannot be used: say so in a window (a GUI app may have no console)."""
     print(f"The settings cannot be used:\n{exc}", file=sys.stderr)
     _app = create_application()  # kept alive for the dialog
-    from qargo_desktop.ui import dialogs
+    from qargo_desktop.ui import dialogs, i18n
 
+    i18n.install_language(None)
     handler.attach_gui(None)
     dialogs.show_config_problem(None, str(exc))
     return 2

@@ -10,23 +10,27 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QObject
+from PySide6.QtCore import QCoreApplication, QObject
 
 from qargo_desktop.core.errors import QargoError
-from qargo_desktop.core.identity import InteractiveControl
-from qargo_desktop.core.linking import Conflict, LinkOutcome, LinkResult, MailboxLinker
-from qargo_desktop.core.models import LinkStatus, Mailbox
-from qargo_desktop.ui import dialogs
-from qargo_desktop.ui.selftest_dialog import SelfTestDialog
-from qargo_desktop.ui.tasks import Progress, TaskHandle
+from qargo_desktop.core.models import LinkStatus, Mailbox, MailboxAction
+from qargo_desktop.ui import dialogs, texts
+from qargo_desktop.ui.device_code_dialog import DeviceCodeDialog
+from qargo_desktop.ui.tasks import Progress, TaskHandle, was_reported
 from qargo_desktop.ui.theme import MessageLevel
 
 if TYPE_CHECKING:
+    # Imported where used: they bring requests and msal, which the first paint does not need.
+    from qargo_desktop.core.linking import LinkResult, MailboxLinker
     from qargo_desktop.ui.main_window import MainWindow
+    from qargo_desktop.ui.selftest_dialog import SelfTestDialog
 
 log = logging.getLogger(__name__)
+
+translate = QCoreApplication.translate
 
 
 class LinkActions(QObject):
@@ -41,9 +45,11 @@ class LinkActions(QObject):
         self._window = window
         self._running: dict[str, TaskHandle] = {}
         self._dialogs: dict[str, dialogs.SignInWaitDialog] = {}
+        self._device_dialogs: dict[str, DeviceCodeDialog] = {}
         self._claims: dict[str, str] = {}
         window.authorise_requested.connect(self.authorise)
         window.reauthorise_requested.connect(self.authorise)
+        window.device_authorise_requested.connect(self.authorise_on_device)
         window.reset_requested.connect(self.reset)
         window.add_requested.connect(self.add)
         window.remove_requested.connect(self.remove)
@@ -58,6 +64,8 @@ class LinkActions(QObject):
         return mailbox_id in self._running
 
     def _linker(self) -> MailboxLinker | None:
+        from qargo_desktop.core.linking import MailboxLinker
+
         services = self._window.services
         return MailboxLinker(services) if services is not None else None
 
@@ -72,7 +80,11 @@ class LinkActions(QObject):
         key = mailbox.id if mailbox is not None else f"new:{name}"
         if key in self._running:
             self._window.show_message(
-                f"{mailbox.address if mailbox else 'This'}: another action is still running.",
+                translate("LinkActions", "{address}: another action is still running.").format(
+                    address=mailbox.address
+                )
+                if mailbox
+                else translate("LinkActions", "Another action is still running."),
                 level=MessageLevel.INFO,
                 key=f"busy:{key}",
             )
@@ -88,8 +100,8 @@ class LinkActions(QObject):
 
     def _show_error(self, mailbox: Mailbox | None, error: BaseException) -> None:
         prefix = f"{mailbox.address}: " if mailbox is not None else ""
-        text = error.explain() if isinstance(error, QargoError) else str(error)
-        if not isinstance(error, QargoError):
+        text = texts.explain(error) if isinstance(error, QargoError) else str(error)
+        if not isinstance(error, QargoError) and not was_reported(error):
             log.error("Unexpected error in a link action", exc_info=error)
         self._window.show_message(prefix + text, level=MessageLevel.ERROR)
 
@@ -107,9 +119,12 @@ class LinkActions(QObject):
             return
         opener = self._window.browser_opener
         claims = self._claims.pop(mailbox.id, None)
-        verb = "Reauthorise" if mailbox.status is not LinkStatus.UNLINKED else "Authorise"
+        reauthorise = mailbox.status is not LinkStatus.UNLINKED
+        verb = "Reauthorise" if reauthorise else "Authorise"  # for the log
 
         def work(cancel: threading.Event, progress: Progress) -> LinkResult:
+            from qargo_desktop.core.identity import InteractiveControl
+
             control = InteractiveControl(
                 cancel=cancel,
                 deadline_s=services.sign_in_timeout_s,
@@ -122,14 +137,21 @@ class LinkActions(QObject):
 
         dialog = dialogs.SignInWaitDialog(
             self._window,
-            title=f"{verb} {mailbox.address}",
-            heading=f"Sign in as {mailbox.address} in your browser",
-            instructions=(
-                f"A Microsoft sign-in page is opening in your browser. Choose or sign in as "
-                f"{mailbox.address} (not your own admin account) and accept the permissions "
-                "Qargo asks for. If the browser is signed in as someone else, copy the link "
-                "below into a private window."
+            title=(
+                translate("LinkActions", "Reauthorise {address}")
+                if reauthorise
+                else translate("LinkActions", "Authorise {address}")
+            ).format(address=mailbox.address),
+            heading=translate("LinkActions", "Sign in as {address} in your browser").format(
+                address=mailbox.address
             ),
+            instructions=translate(
+                "LinkActions",
+                "A Microsoft sign-in page is opening in your browser. Choose or sign in as "
+                "{address} (not your own admin account) and accept the permissions Qargo asks "
+                "for. If the browser is signed in as someone else, copy the link below into a "
+                "private window.",
+            ).format(address=mailbox.address),
             deadline_s=services.sign_in_timeout_s,
         )
 
@@ -160,13 +182,77 @@ class LinkActions(QObject):
         """The waiting dialog of a running authorisation (for tests and Cancel)."""
         return self._dialogs.get(mailbox_id)
 
+    def authorise_on_device(self, mailbox: Mailbox) -> None:
+        """Authorise or reauthorise ``mailbox`` with a code entered on another device.
+
+        For remote sessions where this computer's browser cannot be used. The same
+        lifecycle as :meth:`authorise`; Microsoft may ask for a second code that grants
+        the mail permissions, and the dialog shows it when it comes.
+        """
+        linker = self._linker()
+        if linker is None:
+            return
+        claims = self._claims.pop(mailbox.id, None)
+        reauthorise = mailbox.status is not LinkStatus.UNLINKED
+        verb = "Reauthorise" if reauthorise else "Authorise"  # for the log
+
+        def work(cancel: threading.Event, progress: Progress) -> LinkResult:
+            # Each code reaches the dialog through the task's progress: on the GUI thread.
+            return linker.authorise_device(mailbox, progress, cancel, claims_challenge=claims)
+
+        dialog = DeviceCodeDialog(
+            self._window,
+            title=(
+                translate("LinkActions", "Reauthorise {address} on another device")
+                if reauthorise
+                else translate("LinkActions", "Authorise {address} on another device")
+            ).format(address=mailbox.address),
+            account=mailbox.address,
+        )
+
+        def progressed(value: object) -> None:
+            from qargo_desktop.core.identity import DeviceFlow
+
+            if isinstance(value, DeviceFlow):
+                dialog.set_flow(value)
+
+        handle = self._start(
+            mailbox,
+            f"{verb.lower()} {mailbox.address} on another device",
+            work,
+            lambda result, error: self._on_authorise_finished(
+                mailbox, result, error, retry_with=self.authorise_on_device
+            ),
+            progressed,
+        )
+        if handle is None:
+            dialog.deleteLater()
+            return
+        dialog.cancel_requested.connect(handle.cancel)
+        self._device_dialogs[mailbox.id] = dialog
+        dialog.open()
+        log.info("%s of %s on another device started from the window", verb, mailbox.address)
+
+    def device_dialog(self, mailbox_id: str) -> DeviceCodeDialog | None:
+        """The code dialog of a running authorisation on another device (for tests)."""
+        return self._device_dialogs.get(mailbox_id)
+
     def _on_authorise_finished(
-        self, mailbox: Mailbox, result: Any, error: BaseException | None
+        self,
+        mailbox: Mailbox,
+        result: Any,
+        error: BaseException | None,
+        *,
+        retry_with: Callable[[Mailbox], None] | None = None,
     ) -> None:
         dialog = self._dialogs.pop(mailbox.id, None)
         if dialog is not None:
             dialog.finish()
             dialog.deleteLater()
+        device_dialog = self._device_dialogs.pop(mailbox.id, None)
+        if device_dialog is not None:
+            device_dialog.finish()
+            device_dialog.deleteLater()
         self._window.raise_()
         self._window.activateWindow()
         if error is not None:
@@ -174,32 +260,44 @@ class LinkActions(QObject):
             self._show_error(mailbox, error)
             self._reload(mailbox)
             return
+        from qargo_desktop.core.linking import LinkOutcome, LinkResult
+
         assert isinstance(result, LinkResult)
         self._refresh_row(result.mailbox)
         if result.ok:
             self._window.show_message(
-                f"{mailbox.address} is linked.", level=MessageLevel.INFO,
-                key=f"linked:{mailbox.id}",
+                translate("LinkActions", "{address} is linked.").format(address=mailbox.address),
+                level=MessageLevel.INFO, key=f"linked:{mailbox.id}",
             )  # fmt: skip
             return
         if result.claims_challenge:
             self._claims[mailbox.id] = result.claims_challenge
         current = result.mailbox or mailbox
-        retry = (lambda: self.authorise(current)) if result.outcome in (
+        again = retry_with or self.authorise
+        retry = (lambda: again(current)) if result.outcome in (
             LinkOutcome.WRONG_ACCOUNT, LinkOutcome.DEADLINE, LinkOutcome.DECLINED
         ) and current.status is not LinkStatus.LINK_FAILED else None  # fmt: skip
         if result.outcome is LinkOutcome.CANCELLED:
             self._window.show_message(
-                f"{mailbox.address}: authorisation cancelled.", level=MessageLevel.INFO
+                translate("LinkActions", "{address}: authorisation cancelled.").format(
+                    address=mailbox.address
+                ),
+                level=MessageLevel.INFO,
             )
             return
-        text = result.error.explain() if result.error is not None else "The authorisation failed."
+        text = (
+            texts.explain(result.error)
+            if result.error is not None
+            else translate("LinkActions", "The authorisation failed.")
+        )
         if current.status is LinkStatus.LINK_FAILED:
-            text += " Reset the API link status, then authorise again."
+            text += " " + translate(
+                "LinkActions", "Reset the API link status, then authorise again."
+            )
         self._window.show_message(
             f"{mailbox.address}: {text}",
             level=MessageLevel.ERROR,
-            action_text="Try again" if retry else None,
+            action_text=translate("LinkActions", "Try again") if retry else None,
             on_action=retry,
         )
 
@@ -210,8 +308,11 @@ class LinkActions(QObject):
             handle.cancel()
             return
         self._window.show_message(
-            f"{mailbox.address}: the authorisation in progress was started elsewhere; it ends "
-            "by itself when it expires.",
+            translate(
+                "LinkActions",
+                "{address}: the authorisation in progress was started elsewhere; it ends by "
+                "itself when it expires.",
+            ).format(address=mailbox.address),
             level=MessageLevel.INFO,
         )
 
@@ -233,6 +334,7 @@ class LinkActions(QObject):
             existing.activateWindow()
             return
         from qargo_desktop.core.config import app_paths
+        from qargo_desktop.ui.selftest_dialog import SelfTestDialog
 
         settings = self._window.settings
         dialog = SelfTestDialog(
@@ -286,7 +388,10 @@ class LinkActions(QObject):
         def finished(result: Any, error: BaseException | None) -> None:
             if error is None:
                 self._window.remove_mailbox(mailbox.id)
-                self._window.show_message(f"Removed {mailbox.address}.", level=MessageLevel.INFO)
+                self._window.show_message(
+                    translate("LinkActions", "Removed {address}.").format(address=mailbox.address),
+                    level=MessageLevel.INFO,
+                )
                 return
             self._on_changed(mailbox, None, error, "remove")
 
@@ -312,9 +417,11 @@ class LinkActions(QObject):
             self._window.upsert_mailbox(result)
             self._window.select_mailbox(result.id)
             self._window.show_message(
-                f"Added {result.address}. Authorise it to link it.",
+                translate("LinkActions", "Added {address}. Authorise it to link it.").format(
+                    address=result.address
+                ),
                 level=MessageLevel.INFO,
-                action_text="Authorise API",
+                action_text=texts.action_label(MailboxAction.AUTHORISE),
                 on_action=lambda: self.authorise(result),
             )
 
@@ -325,15 +432,24 @@ class LinkActions(QObject):
     ) -> None:
         if error is None:
             self._refresh_row(result)
-            label = "Unlinked" if what == "reset" else "changed"
-            self._window.show_message(f"{mailbox.address} is now {label}.", level=MessageLevel.INFO)
+            text = (
+                translate("LinkActions", "{address} is now Unlinked.")
+                if what == "reset"
+                else translate("LinkActions", "{address} is now changed.")
+            )
+            self._window.show_message(text.format(address=mailbox.address), level=MessageLevel.INFO)
             return
+        from qargo_desktop.core.linking import Conflict
+
         if isinstance(error, Conflict):
             if error.current is not None:
                 self._refresh_row(error.current)
             self._window.show_message(
-                f"{mailbox.address}: someone else changed this mailbox first. The row now shows "
-                "its current state; check it and try again if still needed.",
+                translate(
+                    "LinkActions",
+                    "{address}: someone else changed this mailbox first. The row now shows its "
+                    "current state; check it and try again if still needed.",
+                ).format(address=mailbox.address),
                 level=MessageLevel.WARNING,
             )
             return

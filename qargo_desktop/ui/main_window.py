@@ -10,6 +10,7 @@ changed mailbox through :meth:`MainWindow.upsert_mailbox`.
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 import threading
 from collections.abc import Callable
@@ -19,17 +20,21 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import (
     QByteArray,
+    QCoreApplication,
+    QEvent,
     QItemSelectionModel,
     QModelIndex,
     QPoint,
     QSettings,
     Qt,
     QTimer,
+    QUrl,
     Signal,
 )
-from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QApplication,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -46,7 +51,7 @@ from PySide6.QtWidgets import (
 )
 
 from qargo_desktop import APP_DISPLAY_NAME
-from qargo_desktop.core.api import MailboxList
+from qargo_desktop.core.config import app_paths
 from qargo_desktop.core.errors import (
     ApiError,
     Cancelled,
@@ -55,9 +60,10 @@ from qargo_desktop.core.errors import (
     SignInRequired,
 )
 from qargo_desktop.core.models import Mailbox, MailboxAction
-from qargo_desktop.core.services import AdminSession, NotSuperAdmin
-from qargo_desktop.ui import dialogs, texts
+from qargo_desktop.ui import dialogs, i18n, texts
 from qargo_desktop.ui.detail_pane import DetailPane
+from qargo_desktop.ui.device_code_dialog import DeviceCodeDialog
+from qargo_desktop.ui.i18n import translatable
 from qargo_desktop.ui.mailbox_model import (
     COLUMN_ADDRESS,
     COLUMN_DISPLAY_NAME,
@@ -68,7 +74,7 @@ from qargo_desktop.ui.mailbox_model import (
 )
 from qargo_desktop.ui.pages import FirstRunPage, SignInPage, StartingPage
 from qargo_desktop.ui.tasks import Progress, TaskHandle, TaskRunner
-from qargo_desktop.ui.theme import MessageLevel, Theme, app_icon
+from qargo_desktop.ui.theme import MessageLevel, Theme, app_icon, apply_colour_scheme
 from qargo_desktop.ui.widgets import (
     MessageBar,
     PlaceholderPanel,
@@ -77,12 +83,17 @@ from qargo_desktop.ui.widgets import (
 )
 
 if TYPE_CHECKING:
+    # Imported where used: they bring requests and msal, which the first paint does not need.
+    from qargo_desktop.core.api import MailboxList
     from qargo_desktop.core.config import Settings
-    from qargo_desktop.core.services import Services
+    from qargo_desktop.core.services import AdminSession, Services
 
 log = logging.getLogger(__name__)
 
+translate = QCoreApplication.translate
+
 BrowserOpener = Callable[[str], bool]
+FolderOpener = Callable[[Path], bool]
 
 _DEFAULT_WIDTHS = {
     COLUMN_ADDRESS: 250,
@@ -99,14 +110,19 @@ MESSAGE_SIGN_IN = "sign-in"
 
 
 class ConnectionState(enum.Enum):
-    """What the status bar says about the connection to Qargo."""
+    """What the status bar says about the connection to Qargo (English; see :attr:`text`)."""
 
-    STARTING = "Starting..."
-    SIGNING_IN = "Signing in..."
-    SIGNED_OUT = "Signed out"
-    ONLINE = "Online"
-    OFFLINE = "Offline"
-    SIGN_IN_EXPIRED = "Sign-in expired"
+    STARTING = translatable("ConnectionState", "Starting...")
+    SIGNING_IN = translatable("ConnectionState", "Signing in...")
+    SIGNED_OUT = translatable("ConnectionState", "Signed out")
+    ONLINE = translatable("ConnectionState", "Online")
+    OFFLINE = translatable("ConnectionState", "Offline")
+    SIGN_IN_EXPIRED = translatable("ConnectionState", "Sign-in expired")
+
+    @property
+    def text(self) -> str:
+        """The state in the window's language."""
+        return translate("ConnectionState", self.value)
 
 
 class Page(enum.IntEnum):
@@ -137,6 +153,10 @@ class MainWindow(QMainWindow):
         signed_in(object): An :class:`AdminSession` started (silently or interactively).
         signed_out(): The admin signed out.
         refresh_finished(object): A refresh ended; ``None`` or the error.
+        diagnostics_requested(): The person chose Help > Diagnostics.
+        device_authorise_requested(object): Authorise (or reauthorise) a mailbox with a
+            code on another device instead of this computer's browser.
+        settings_changed(object): Preferences saved new :class:`Settings` (already applied).
 
     Args:
         settings: The app's settings (refresh interval); ``None`` for defaults.
@@ -156,6 +176,9 @@ class MainWindow(QMainWindow):
     signed_in = Signal(object)
     signed_out = Signal()
     refresh_finished = Signal(object)
+    diagnostics_requested = Signal()
+    device_authorise_requested = Signal(object)
+    settings_changed = Signal(object)
 
     def __init__(
         self,
@@ -172,12 +195,15 @@ class MainWindow(QMainWindow):
         self.setObjectName("mainWindow")
         self._settings = settings
         self._state = window_state if window_state is not None else QSettings()
-        self._theme = theme or Theme.from_system()
+        self._theme_preference = settings.theme if settings is not None else "system"
+        self._theme = theme or Theme.for_preference(self._theme_preference)
         self._clock = clock
 
         self.tasks = TaskRunner(self)
         #: Opens the sign-in page; ``None`` means the system browser. Tests set a script.
         self.browser_opener: BrowserOpener | None = None
+        #: Opens a folder in the file manager (Help > Open log folder). Tests replace it.
+        self.folder_opener: FolderOpener = _open_folder
 
         self._services: Services | None = None
         self._session: AdminSession | None = None
@@ -195,14 +221,37 @@ class MainWindow(QMainWindow):
         self._sign_in_handle: TaskHandle | None = None
         self._audit_handle: TaskHandle | None = None
         self._sign_in_dialog: dialogs.SignInWaitDialog | None = None
+        self._device_dialog: DeviceCodeDialog | None = None
         self._selected_id: str | None = None
         self._selected_etag: str | None = None
         self._placeholder_action: Callable[[], None] | None = None
+        # A mailbox to select once the list has it (--select, or a second start's request).
+        self._pending_select: str | None = None
+        self._not_super_admin: str | None = None  # who signed in without the role
 
         self.model = MailboxTableModel(self._theme, clock=clock, parent=self)
         self.proxy = MailboxFilterProxyModel(self)
         self.proxy.setSourceModel(self.model)
 
+        self._build()
+
+        from qargo_desktop.ui.link_actions import LinkActions
+
+        self.link_actions = LinkActions(self)
+        from qargo_desktop.ui.diagnostics_window import SupportWindows
+
+        #: Help > Diagnostics and Help > Show log: one window of each.
+        self.support = SupportWindows(self)
+
+        hints = QGuiApplication.styleHints()
+        hints.colorSchemeChanged.connect(self._on_color_scheme_changed)
+        self._set_tab_order()
+        self._retranslate()
+        self.show_starting(translate("MainWindow", "Starting..."))
+
+    # -- construction ---------------------------------------------------------------------
+
+    def _build(self) -> None:
         self._build_pages()
         self._build_mailbox_page()
         self._build_actions()
@@ -210,16 +259,6 @@ class MainWindow(QMainWindow):
         self._build_timers()
         self._connect_model()
         self._restore_state()
-
-        from qargo_desktop.ui.link_actions import LinkActions
-
-        self.link_actions = LinkActions(self)
-
-        hints = QGuiApplication.styleHints()
-        hints.colorSchemeChanged.connect(self._on_color_scheme_changed)
-        self.show_starting("Starting...")
-
-    # -- construction ---------------------------------------------------------------------
 
     def _build_pages(self) -> None:
         self.pages = QStackedWidget(self)
@@ -237,6 +276,7 @@ class MainWindow(QMainWindow):
         self.sign_in_page.retry_requested.connect(self.start_silent_sign_in)
         self.sign_in_page.switch_account_requested.connect(self._on_switch_account_requested)
         self.sign_in_page.sign_out_requested.connect(self.sign_out)
+        self.sign_in_page.device_sign_in_requested.connect(self.start_device_sign_in)
 
     def _build_mailbox_page(self) -> None:
         layout = QVBoxLayout(self.mailbox_page)
@@ -269,23 +309,22 @@ class MainWindow(QMainWindow):
         toolbar = QHBoxLayout()
         self.search_box = QLineEdit(self.mailbox_page)
         self.search_box.setObjectName("searchBox")
-        self.search_box.setPlaceholderText("Search by address or name (Ctrl+F)")
         self.search_box.setClearButtonEnabled(True)
-        self.search_box.setAccessibleName("Search mailboxes")
         self.search_box.setMinimumWidth(180)
         self.search_box.textChanged.connect(self._on_search_text_changed)
         self.status_filter = StatusFilterCombo(self._theme, self.mailbox_page)
         self.status_filter.statuses_changed.connect(self._on_statuses_changed)
-        status_caption = QLabel("&Status:", self.mailbox_page)
-        status_caption.setBuddy(self.status_filter)
-        self.add_button = QPushButton("&Add mailbox...", self.mailbox_page)
+        self.status_caption = QLabel(self.mailbox_page)
+        self.status_caption.setBuddy(self.status_filter)
+        self.add_button = QPushButton(self.mailbox_page)
+        self.add_button.setObjectName("addButton")
         self.add_button.clicked.connect(self.add_requested)
-        self.refresh_button = QPushButton("&Refresh", self.mailbox_page)
-        self.refresh_button.setToolTip("Load the list again (F5)")
+        self.refresh_button = QPushButton(self.mailbox_page)
+        self.refresh_button.setObjectName("refreshButton")
         self.refresh_button.clicked.connect(self.refresh)
         toolbar.addWidget(self.search_box, 2)
         toolbar.addSpacing(12)
-        toolbar.addWidget(status_caption)
+        toolbar.addWidget(self.status_caption)
         toolbar.addWidget(self.status_filter)
         toolbar.addStretch(1)
         toolbar.addWidget(self.add_button)
@@ -295,7 +334,6 @@ class MainWindow(QMainWindow):
     def _build_table(self) -> None:
         self.table = QTableView(self.table_stack)
         self.table.setObjectName("mailboxTable")
-        self.table.setAccessibleName("Mailboxes")
         self.table.setModel(self.proxy)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -305,6 +343,8 @@ class MainWindow(QMainWindow):
         self.table.setWordWrap(False)
         self.table.setShowGrid(False)
         self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
+        # Tab leaves the table for the detail pane; the arrow keys move between rows.
+        self.table.setTabKeyNavigation(False)
         self.table.verticalHeader().setVisible(False)
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         self.table.verticalHeader().setDefaultSectionSize(30)
@@ -322,42 +362,65 @@ class MainWindow(QMainWindow):
 
     def _build_actions(self) -> None:
         menu = self.menuBar()
-        file_menu = menu.addMenu("&File")
-        self.refresh_action = QAction("&Refresh", self)
+        self.file_menu = menu.addMenu("")
+        self.refresh_action = QAction(self)
         self.refresh_action.setShortcut(QKeySequence(Qt.Key.Key_F5))
         self.refresh_action.triggered.connect(self.refresh)
-        self.add_action = QAction("&Add mailbox...", self)
+        self.add_action = QAction(self)
         self.add_action.setShortcut(QKeySequence(QKeySequence.StandardKey.New))
         self.add_action.triggered.connect(self.add_requested)
-        self.sign_out_action = QAction("Sign &out", self)
+        self.preferences_action = QAction(self)
+        self.preferences_action.setShortcut(QKeySequence("Ctrl+,"))
+        self.preferences_action.setMenuRole(QAction.MenuRole.PreferencesRole)
+        self.preferences_action.triggered.connect(self.edit_preferences)
+        self.sign_out_action = QAction(self)
         self.sign_out_action.triggered.connect(self.sign_out)
-        quit_action = QAction("&Quit", self)
-        quit_action.setShortcut(QKeySequence(QKeySequence.StandardKey.Quit))
-        quit_action.setMenuRole(QAction.MenuRole.QuitRole)
-        quit_action.triggered.connect(self.close)
-        file_menu.addAction(self.refresh_action)
-        file_menu.addAction(self.add_action)
-        file_menu.addSeparator()
-        file_menu.addAction(self.sign_out_action)
-        file_menu.addSeparator()
-        file_menu.addAction(quit_action)
+        self.quit_action = QAction(self)
+        self.quit_action.setShortcut(QKeySequence(QKeySequence.StandardKey.Quit))
+        self.quit_action.setMenuRole(QAction.MenuRole.QuitRole)
+        self.quit_action.triggered.connect(self.close)
+        for action in (
+            self.refresh_action,
+            self.add_action,
+            None,
+            self.preferences_action,
+            None,
+            self.sign_out_action,
+            None,
+            self.quit_action,
+        ):
+            if action is None:
+                self.file_menu.addSeparator()
+            else:
+                self.file_menu.addAction(action)
 
-        view_menu = menu.addMenu("&View")
-        self.find_action = QAction("&Find", self)
+        self.view_menu = menu.addMenu("")
+        self.find_action = QAction(self)
         self.find_action.setShortcut(QKeySequence(QKeySequence.StandardKey.Find))
         self.find_action.triggered.connect(self.focus_search)
-        clear_action = QAction("&Clear search and filter", self)
-        clear_action.triggered.connect(self.clear_filters)
-        view_menu.addAction(self.find_action)
-        view_menu.addAction(clear_action)
+        self.clear_action = QAction(self)
+        self.clear_action.triggered.connect(self.clear_filters)
+        self.view_menu.addAction(self.find_action)
+        self.view_menu.addAction(self.clear_action)
 
-        self._build_mailbox_menu(menu.addMenu("&Mailbox"))
+        self.mailbox_menu = menu.addMenu("")
+        self._build_mailbox_menu(self.mailbox_menu)
 
-        help_menu = menu.addMenu("&Help")
-        about_action = QAction(f"&About {APP_DISPLAY_NAME}", self)
-        about_action.setMenuRole(QAction.MenuRole.AboutRole)
-        about_action.triggered.connect(self._on_about_triggered)
-        help_menu.addAction(about_action)
+        self.help_menu = menu.addMenu("")
+        self.diagnostics_action = QAction(self)
+        self.diagnostics_action.triggered.connect(self.diagnostics_requested)
+        self.log_action = QAction(self)
+        self.log_action.setObjectName("showLogAction")
+        self.log_folder_action = QAction(self)
+        self.log_folder_action.triggered.connect(self.open_log_folder)
+        self.about_action = QAction(self)
+        self.about_action.setMenuRole(QAction.MenuRole.AboutRole)
+        self.about_action.triggered.connect(self._on_about_triggered)
+        self.help_menu.addAction(self.diagnostics_action)
+        self.help_menu.addAction(self.log_action)
+        self.help_menu.addAction(self.log_folder_action)
+        self.help_menu.addSeparator()
+        self.help_menu.addAction(self.about_action)
         self._update_actions()
 
     def _build_mailbox_menu(self, mailbox_menu: QMenu) -> None:
@@ -367,24 +430,29 @@ class MainWindow(QMainWindow):
             MailboxAction.REAUTHORISE: QKeySequence("Ctrl+Shift+L"),
             MailboxAction.RESET: QKeySequence("Ctrl+Shift+R"),
             MailboxAction.SELFTEST: QKeySequence("Ctrl+T"),
+            MailboxAction.CANCEL: QKeySequence(),
             MailboxAction.REMOVE: QKeySequence(QKeySequence.StandardKey.Delete),
         }
         self.mailbox_actions: dict[MailboxAction, QAction] = {}
         for action_kind, shortcut in shortcuts.items():
-            action = QAction(texts.ACTION_LABELS[action_kind], self)
+            action = QAction(self)
+            action.setObjectName(f"mailboxAction_{action_kind.value}")
             action.setShortcut(shortcut)
             action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
-            label = texts.ACTION_LABELS[action_kind].replace("&", "").rstrip(".")
-            action.setToolTip(
-                f"{label} ({shortcut.toString(QKeySequence.SequenceFormat.NativeText)})"
-            )
             action.triggered.connect(
                 lambda _checked=False, kind=action_kind: self._on_menu_action(kind)
             )
             self.mailbox_actions[action_kind] = action
             mailbox_menu.addAction(action)
+        # For remote sessions where this computer's browser cannot be used.
+        self.device_authorise_action = QAction(self)
+        self.device_authorise_action.setObjectName("mailboxAction_authorise_device")
+        self.device_authorise_action.triggered.connect(self._on_device_authorise_triggered)
+        mailbox_menu.insertAction(
+            self.mailbox_actions[MailboxAction.RESET], self.device_authorise_action
+        )
         mailbox_menu.addSeparator()
-        self.copy_address_action = QAction("&Copy address", self)
+        self.copy_address_action = QAction(self)
         self.copy_address_action.setShortcut(QKeySequence(QKeySequence.StandardKey.Copy))
         self.copy_address_action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
         self.copy_address_action.triggered.connect(self.copy_selected_address)
@@ -392,7 +460,137 @@ class MainWindow(QMainWindow):
         mailbox_menu.addAction(self.copy_address_action)
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.table.customContextMenuRequested.connect(self._on_table_context_menu_requested)
+        self.detail_pane.set_shortcuts(
+            {kind: action.shortcut() for kind, action in self.mailbox_actions.items()}
+        )
         self._update_mailbox_actions()
+
+    def _set_tab_order(self) -> None:
+        """Search, state filter, the table, the detail pane's actions, then the buttons."""
+        chain: list[QWidget] = [
+            self.search_box,
+            self.status_filter,
+            self.table,
+            self.placeholder.button,
+            *self.detail_pane.focus_chain(),
+            self.add_button,
+            self.refresh_button,
+        ]
+        for first, second in itertools.pairwise(chain):
+            QWidget.setTabOrder(first, second)
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 (Qt name)
+        """Put every word up again when the language changes."""
+        if event.type() == QEvent.Type.LanguageChange:
+            self._retranslate()
+        super().changeEvent(event)
+
+    def _retranslate(self) -> None:
+        """Set every word the window shows, in the language installed now."""
+        if not hasattr(self, "connection_label"):
+            return  # Qt can send LanguageChange while the window is still being built
+        self.file_menu.setTitle(translate("MainWindow", "&File"))
+        self.view_menu.setTitle(translate("MainWindow", "&View"))
+        self.mailbox_menu.setTitle(translate("MainWindow", "&Mailbox"))
+        self.help_menu.setTitle(translate("MainWindow", "&Help"))
+        for action, text, tip in (
+            (self.refresh_action, translate("MainWindow", "&Refresh"),
+             translate("MainWindow", "Load the list again")),
+            (self.add_action, translate("MainWindow", "&Add mailbox..."),
+             translate("MainWindow", "Add a Microsoft 365 mailbox for Qargo to read and send")),
+            (self.preferences_action, translate("MainWindow", "&Preferences..."),
+             translate("MainWindow", "Language, theme, refresh, sign-in time and network")),
+            (self.sign_out_action, translate("MainWindow", "Sign &out"),
+             translate("MainWindow", "Forget your sign-in on this computer")),
+            (self.quit_action, translate("MainWindow", "&Quit"),
+             translate("MainWindow", "Close the window and stop the app")),
+            (self.find_action, translate("MainWindow", "&Find"),
+             translate("MainWindow", "Search by address or name")),
+            (self.clear_action, translate("MainWindow", "&Clear search and filter"),
+             translate("MainWindow", "Show every mailbox again")),
+            (self.copy_address_action, translate("MainWindow", "&Copy address"),
+             translate("MainWindow", "Copy the selected mailbox's address")),
+            (self.diagnostics_action, translate("MainWindow", "&Diagnostics..."),
+             translate("MainWindow", "Check settings, network, sign-ins and the services")),
+            (self.log_action, translate("MainWindow", "Show &log"),
+             translate("MainWindow", "The app's recent log, live, in a window of its own")),
+            (self.device_authorise_action,
+             translate("MainWindow", "Authorise on another &device..."),
+             translate("MainWindow", "Sign in as the mailbox with a code, on a phone or "
+                       "another computer, when this computer's browser cannot be used")),
+            (self.log_folder_action, translate("MainWindow", "Open log &folder"),
+             translate("MainWindow", "Show the app's log files in the file manager")),
+            (self.about_action,
+             translate("MainWindow", "&About {app}").format(app=APP_DISPLAY_NAME),
+             translate("MainWindow", "Version, licences and where the app connects")),
+        ):  # fmt: skip
+            _set_action_text(action, text, tip)
+        for kind, action in self.mailbox_actions.items():
+            _set_action_text(action, texts.action_menu_text(kind), texts.action_label(kind))
+
+        self.search_box.setPlaceholderText(
+            translate("MainWindow", "Search by address or name ({shortcut})").format(
+                shortcut=_native(self.find_action.shortcut())
+            )
+        )
+        self.search_box.setToolTip(self.find_action.toolTip())
+        self.search_box.setAccessibleName(translate("MainWindow", "Search mailboxes"))
+        self.search_box.setAccessibleDescription(
+            translate("MainWindow", "Shows only mailboxes whose address or name contains the text")
+        )
+        self.status_caption.setText(translate("MainWindow", "&Status:"))
+        self.add_button.setText(translate("MainWindow", "&Add mailbox..."))
+        self.add_button.setToolTip(self.add_action.toolTip())
+        self.add_button.setAccessibleDescription(self.add_action.toolTip())
+        self.refresh_button.setText(translate("MainWindow", "&Refresh"))
+        self.refresh_button.setToolTip(self.refresh_action.toolTip())
+        self.refresh_button.setAccessibleDescription(self.refresh_action.toolTip())
+        self.table.setAccessibleName(translate("MainWindow", "Mailboxes"))
+        self.table.setAccessibleDescription(
+            translate(
+                "MainWindow",
+                "The organisation's linked mailboxes. Arrow keys choose one; its details and "
+                "actions are in the pane beside the list. The context menu key lists its actions.",
+            )
+        )
+        header = self.table.horizontalHeader()
+        header.setAccessibleName(translate("MainWindow", "Columns"))
+        header.setAccessibleDescription(
+            translate("MainWindow", "Choose a column to sort the list by it")
+        )
+        self.load_progress.setAccessibleName(translate("MainWindow", "Loading the list"))
+        self.environment_label.setToolTip(
+            translate(
+                "MainWindow",
+                "Running against the built-in sandbox: a simulated organisation on this computer.",
+            )
+        )
+        self._update_environment_texts()
+        self._update_identity_labels()
+        self.model.retranslate()
+        self._fit_columns()
+        self._set_connection(self._connection)
+        self._update_refreshed_label()
+        self._update_placeholder()
+
+    def _fit_columns(self) -> None:
+        """Widen columns whose title or state words no longer fit (another language)."""
+        header = self.table.horizontalHeader()
+        for column in range(self.model.columnCount()):
+            if header.sectionSize(column) < header.sectionSizeHint(column):
+                header.resizeSection(column, header.sectionSizeHint(column))
+        metrics = self.table.fontMetrics()
+        longest = max(
+            StatusBadgeDelegate.width_for(metrics, texts.status_label(status))
+            for status in texts.STATUS_ORDER
+        )
+        if header.sectionSize(COLUMN_STATUS) < longest:
+            header.resizeSection(COLUMN_STATUS, longest)
+
+    def _on_device_authorise_triggered(self) -> None:
+        mailbox = self.selected_mailbox()
+        if mailbox is not None and self.device_authorise_action.isEnabled():
+            self.device_authorise_requested.emit(mailbox)
 
     def _on_menu_action(self, kind: MailboxAction) -> None:
         mailbox = self.selected_mailbox()
@@ -402,12 +600,18 @@ class MainWindow(QMainWindow):
     def _on_table_context_menu_requested(self, position: QPoint) -> None:
         index = self.table.indexAt(position)
         if not index.isValid():
-            return
+            # The menu key on the keyboard: the current row.
+            index = self.table.currentIndex()
+            if not index.isValid():
+                return
+            position = self.table.visualRect(index).center()
         self.table.selectRow(index.row())
         menu = QMenu(self.table)
-        for action in self.mailbox_actions.values():
+        for kind, action in self.mailbox_actions.items():
             if action.isEnabled():
                 menu.addAction(action)
+            if kind is MailboxAction.REAUTHORISE and self.device_authorise_action.isEnabled():
+                menu.addAction(self.device_authorise_action)
         menu.addSeparator()
         menu.addAction(self.copy_address_action)
         menu.popup(self.table.viewport().mapToGlobal(position))
@@ -417,7 +621,9 @@ class MainWindow(QMainWindow):
         mailbox = self.selected_mailbox()
         if mailbox is not None:
             QGuiApplication.clipboard().setText(mailbox.address)
-            self.statusBar().showMessage(f"Copied {mailbox.address}", 3000)
+            self.statusBar().showMessage(
+                translate("MainWindow", "Copied {address}").format(address=mailbox.address), 3000
+            )
 
     def _update_mailbox_actions(self) -> None:
         self._update_mailbox_actions_for(self.selected_mailbox())
@@ -426,7 +632,7 @@ class MainWindow(QMainWindow):
         bar = self.statusBar()
         self.environment_label = QLabel(self)
         self.environment_label.setObjectName("environmentLabel")
-        self.admin_label = QLabel("Not signed in", self)
+        self.admin_label = QLabel(self)
         self.admin_label.setObjectName("adminLabel")
         self.organisation_label = QLabel(self)
         self.organisation_label.setObjectName("organisationLabel")
@@ -447,6 +653,31 @@ class MainWindow(QMainWindow):
         self.environment_label.setVisible(False)
         self.organisation_label.setVisible(False)
         self._set_connection(ConnectionState.STARTING)
+
+    def _update_identity_labels(self) -> None:
+        """Who is signed in, and to which organisation, in the status bar."""
+        session = self._session
+        if session is not None:
+            self.admin_label.setText(
+                translate("MainWindow", "Signed in as {user}").format(user=session.username)
+            )
+            self.admin_label.setToolTip(session.me.display_name or session.username)
+            organisation = translate("MainWindow", "Organisation: {name}").format(
+                name=session.organisation.name
+            )
+            self.organisation_label.setText(organisation)
+            self.organisation_label.setToolTip(organisation)
+        elif self._not_super_admin is not None:
+            self.admin_label.setText(
+                translate("MainWindow", "Signed in as {user} (not a super admin)").format(
+                    user=self._not_super_admin
+                )
+            )
+            self.admin_label.setToolTip("")
+        else:
+            self.admin_label.setText(translate("MainWindow", "Not signed in"))
+            self.admin_label.setToolTip("")
+        self.organisation_label.setVisible(session is not None)
 
     def _build_timers(self) -> None:
         self.refresh_timer = QTimer(self)
@@ -530,6 +761,8 @@ class MainWindow(QMainWindow):
         self.refresh_timer.stop()
         if self._sign_in_dialog is not None:
             self._sign_in_dialog.finish()
+        if self._device_dialog is not None:
+            self._device_dialog.finish()
         self.tasks.shutdown(3000)
         super().closeEvent(event)
 
@@ -605,22 +838,38 @@ class MainWindow(QMainWindow):
         """
         self._services = services
         self._environment = environment
-        self.environment_label.setText(environment)
         self.environment_label.setVisible(bool(environment))
+        self._style_environment_label()
+        self._update_environment_texts()
+        self.sign_in_page.set_note(sign_in_note)
+        self.start_silent_sign_in()
+
+    def _environment_text(self) -> str:
+        if self._environment == "Sandbox":
+            return translate("MainWindow", "Sandbox")
+        return self._environment
+
+    def _update_environment_texts(self) -> None:
+        environment = self._environment_text()
+        self.environment_label.setText(environment)
+        self.environment_label.setAccessibleName(
+            translate("MainWindow", "Environment: {name}").format(name=environment)
+        )
+        self.setWindowTitle(
+            translate("MainWindow", "{app} ({environment})").format(
+                app=APP_DISPLAY_NAME, environment=environment
+            )
+            if environment
+            else APP_DISPLAY_NAME
+        )
+
+    def _style_environment_label(self) -> None:
         colours = self._theme.message_colours(MessageLevel.WARNING)
         self.environment_label.setStyleSheet(
             f"QLabel#environmentLabel {{ background: {colours.background}; "
             f"color: {colours.foreground}; border-radius: 3px; padding: 1px 6px; "
             "font-weight: bold; }"
         )
-        self.environment_label.setToolTip(
-            "Running against the built-in sandbox: a simulated organisation on this computer."
-        )
-        self.setWindowTitle(
-            f"{APP_DISPLAY_NAME} ({environment})" if environment else APP_DISPLAY_NAME
-        )
-        self.sign_in_page.set_note(sign_in_note)
-        self.start_silent_sign_in()
 
     def selected_mailbox(self) -> Mailbox | None:
         """The mailbox the detail pane shows."""
@@ -682,7 +931,7 @@ class MainWindow(QMainWindow):
         services = self._services
         if services is None or self._sign_in_running():
             return
-        self.show_starting("Signing in...")
+        self.show_starting(translate("MainWindow", "Signing in..."))
         self._set_connection(ConnectionState.SIGNING_IN)
 
         def work(_cancel: threading.Event, _progress: Progress) -> AdminSession:
@@ -697,6 +946,8 @@ class MainWindow(QMainWindow):
         if error is None:
             self._on_signed_in(result)
             return
+        from qargo_desktop.core.services import NotSuperAdmin
+
         if isinstance(error, NotSuperAdmin):
             self._show_not_super_admin(error.username)
         elif isinstance(error, SignInRequired):
@@ -719,7 +970,7 @@ class MainWindow(QMainWindow):
         opener = self.browser_opener
         if self.current_page is not Page.MAILBOXES:
             self.pages.setCurrentIndex(Page.SIGN_IN)
-            self.sign_in_page.show_busy("Waiting for the browser...")
+            self.sign_in_page.show_busy(translate("MainWindow", "Waiting for the browser..."))
         self._set_connection(ConnectionState.SIGNING_IN)
 
         def work(cancel: threading.Event, progress: Progress) -> AdminSession:
@@ -750,6 +1001,56 @@ class MainWindow(QMainWindow):
         if self._sign_in_handle is not None:
             self._sign_in_handle.cancel()
 
+    def start_device_sign_in(self) -> None:
+        """Sign in with a code on another device (a phone is fine).
+
+        For when this computer's browser cannot be used: a remote session, a locked-down
+        computer. The dialog's Cancel stops the wait at once.
+        """
+        services = self._services
+        if services is None or self._sign_in_running():
+            return
+        if self.current_page is not Page.MAILBOXES:
+            self.pages.setCurrentIndex(Page.SIGN_IN)
+            self.sign_in_page.show_busy(translate("MainWindow", "Waiting for the other device..."))
+        self._set_connection(ConnectionState.SIGNING_IN)
+
+        def work(cancel: threading.Event, progress: Progress) -> AdminSession:
+            # The code reaches the dialog through the task's progress: on the GUI thread.
+            return services.sign_in_device(progress, cancel)
+
+        dialog = DeviceCodeDialog(self)
+        handle = self.tasks.start(
+            "device code sign-in",
+            work,
+            on_finished=self._on_device_sign_in_finished,
+            on_progress=self._on_device_sign_in_progressed,
+        )
+        dialog.cancel_requested.connect(handle.cancel)
+        self._sign_in_handle = handle
+        self._device_dialog = dialog
+        dialog.open()
+        log.info("Device code sign-in started from the window")
+
+    @property
+    def device_dialog(self) -> DeviceCodeDialog | None:
+        """The open dialog of a sign-in on another device, if any."""
+        return self._device_dialog
+
+    def _on_device_sign_in_progressed(self, value: object) -> None:
+        from qargo_desktop.core.identity import DeviceFlow
+
+        if self._device_dialog is not None and isinstance(value, DeviceFlow):
+            self._device_dialog.set_flow(value)
+
+    def _on_device_sign_in_finished(self, result: Any, error: BaseException | None) -> None:
+        if self._device_dialog is not None:
+            self._device_dialog.finish()
+            self._device_dialog.deleteLater()
+            self._device_dialog = None
+        # From here on, the same as a sign-in in the browser.
+        self._on_interactive_sign_in_finished(result, error)
+
     @property
     def sign_in_dialog(self) -> dialogs.SignInWaitDialog | None:
         """The open waiting dialog of an interactive sign-in, if any."""
@@ -778,10 +1079,16 @@ class MainWindow(QMainWindow):
         if error is None:
             self._on_signed_in(result)
             return
+        from qargo_desktop.core.services import NotSuperAdmin
+
         if isinstance(error, NotSuperAdmin):
             self._show_not_super_admin(error.username)
             return
-        problem = "Sign-in cancelled." if isinstance(error, Cancelled) else _explain(error)
+        problem = (
+            translate("MainWindow", "Sign-in cancelled.")
+            if isinstance(error, Cancelled)
+            else _explain(error)
+        )
         if self._session is not None and self.current_page is Page.MAILBOXES:
             # Signing in again over a list that is still shown: keep the list, say so.
             self._set_connection(ConnectionState.SIGN_IN_EXPIRED)
@@ -797,11 +1104,8 @@ class MainWindow(QMainWindow):
         elif previous is None and self.model.rowCount():
             self._forget_list()
         self._session = session
-        self.admin_label.setText(f"Signed in as {session.username}")
-        self.admin_label.setToolTip(session.me.display_name or session.username)
-        self.organisation_label.setText(f"Organisation: {session.organisation.name}")
-        self.organisation_label.setToolTip(f"Organisation: {session.organisation.name}")
-        self.organisation_label.setVisible(True)
+        self._not_super_admin = None
+        self._update_identity_labels()
         self.message_bar.dismiss(MESSAGE_SIGN_IN)
         self.pages.setCurrentIndex(Page.MAILBOXES)
         # Signing in just talked to the API; the list stays marked stale until it reloads.
@@ -823,15 +1127,17 @@ class MainWindow(QMainWindow):
         self._session = None
         self._forget_list()
         self._set_connection(ConnectionState.SIGNED_OUT)
-        self.admin_label.setText(f"Signed in as {username} (not a super admin)")
+        self._not_super_admin = username
+        self._update_identity_labels()
         self.pages.setCurrentIndex(Page.SIGN_IN)
         self.sign_in_page.show_not_super_admin(username)
         self._update_actions()
 
     def _show_sign_in_expired(self, problem: str = "") -> None:
-        text = (
-            "Your sign-in has expired or was revoked, so the list below may be out of date."
-            " Sign in again to continue."
+        text = translate(
+            "MainWindow",
+            "Your sign-in has expired or was revoked, so the list below may be out of date. "
+            "Sign in again to continue.",
         )
         if problem:
             text = f"{text} {problem}"
@@ -839,7 +1145,7 @@ class MainWindow(QMainWindow):
             text,
             level=MessageLevel.WARNING,
             key=MESSAGE_SIGN_IN,
-            action_text="Sign in again",
+            action_text=translate("MainWindow", "Sign in again"),
             on_action=self.start_interactive_sign_in,
         )
 
@@ -860,10 +1166,10 @@ class MainWindow(QMainWindow):
         self._loading = False
         self._forget_list()
         self.message_bar.clear()
-        self.admin_label.setText("Not signed in")
-        self.organisation_label.setVisible(False)
+        self._not_super_admin = None
+        self._update_identity_labels()
         self.pages.setCurrentIndex(Page.SIGN_IN)
-        self.sign_in_page.show_busy("Signing out...")
+        self.sign_in_page.show_busy(translate("MainWindow", "Signing out..."))
         self._update_actions()
 
         def work(_cancel: threading.Event, _progress: Progress) -> list[str]:
@@ -873,7 +1179,11 @@ class MainWindow(QMainWindow):
             self._set_connection(ConnectionState.SIGNED_OUT)
             self.signed_out.emit()
             if error is not None:
-                self._show_sign_in_prompt(f"Signing out did not complete: {_explain(error)}")
+                self._show_sign_in_prompt(
+                    translate("MainWindow", "Signing out did not complete: {problem}").format(
+                        problem=_explain(error)
+                    )
+                )
                 return
             self._show_sign_in_prompt()
             if then_sign_in:
@@ -930,7 +1240,12 @@ class MainWindow(QMainWindow):
         self.model.upsert(page)
         self._loaded_count += len(page)
         if not self._loaded_once:
-            self.placeholder.set_text(f"{self._loaded_count:,} loaded so far")
+            self.placeholder.set_text(self._loaded_so_far())
+
+    def _loaded_so_far(self) -> str:
+        if not self._loaded_count:
+            return ""
+        return translate("MainWindow", "%Ln loaded so far", None, self._loaded_count)
 
     def _on_refresh_finished(self, result: Any, error: BaseException | None) -> None:
         self._refresh_handle = None
@@ -939,6 +1254,8 @@ class MainWindow(QMainWindow):
         self.refresh_button.setEnabled(True)
         now = self._clock()
         if error is None:
+            from qargo_desktop.core.api import MailboxList
+
             if isinstance(result, MailboxList):
                 self.model.merge(result.items)
                 self._etag = result.etag
@@ -955,6 +1272,8 @@ class MainWindow(QMainWindow):
             self._on_refresh_failed(error)
         self._update_refreshed_label()
         self._sync_views()
+        if self._pending_select is not None and self._loaded_once:
+            self.select_address(self._pending_select)
         self.refresh_finished.emit(error)
 
     def _on_refresh_failed(self, error: BaseException) -> None:
@@ -981,15 +1300,17 @@ class MainWindow(QMainWindow):
             self._set_connection(ConnectionState.OFFLINE)
         when = texts.local_clock(self._refreshed_at) if self._refreshed_at else None
         prefix = (
-            f"The list may be out of date (last refreshed {when})."
+            translate("MainWindow", "The list may be out of date (last refreshed {time}).").format(
+                time=when
+            )
             if self._loaded_once and when
-            else "The mailboxes could not be loaded."
+            else translate("MainWindow", "The mailboxes could not be loaded.")
         )
         self.message_bar.show_message(
             f"{prefix} {_explain(error)}",
             level=MessageLevel.WARNING if self._loaded_once else MessageLevel.ERROR,
             key=MESSAGE_REFRESH,
-            action_text="Retry",
+            action_text=translate("MainWindow", "Retry"),
             on_action=self.refresh,
         )
 
@@ -1010,13 +1331,17 @@ class MainWindow(QMainWindow):
 
     def _set_connection(self, state: ConnectionState) -> None:
         self._connection = state
-        text = state.value
+        text = state.text
         tooltip = ""
         if state is ConnectionState.OFFLINE and self._stale and self._refreshed_at:
-            text = f"Offline: list from {texts.local_clock(self._refreshed_at)}"
-            tooltip = "The Qargo API cannot be reached; the list shown may be out of date."
+            text = translate("MainWindow", "Offline: list from {time}").format(
+                time=texts.local_clock(self._refreshed_at)
+            )
+            tooltip = translate(
+                "MainWindow", "The Qargo API cannot be reached; the list shown may be out of date."
+            )
         elif state is ConnectionState.SIGN_IN_EXPIRED:
-            tooltip = "Sign in again to see the current list."
+            tooltip = translate("MainWindow", "Sign in again to see the current list.")
         colour = {
             ConnectionState.ONLINE: self._theme.connection_colour(True),
             ConnectionState.OFFLINE: self._theme.connection_colour(False),
@@ -1024,26 +1349,39 @@ class MainWindow(QMainWindow):
         }.get(state)
         self.connection_label.setText(f"\u25cf {text}")
         self.connection_label.setToolTip(tooltip)
-        self.connection_label.setAccessibleName(f"Connection: {text}")
+        self.connection_label.setAccessibleName(
+            translate("MainWindow", "Connection: {state}").format(state=text)
+        )
+        self.connection_label.setAccessibleDescription(tooltip)
         self.connection_label.setStyleSheet(f"color: {colour};" if colour else "")
 
     def _update_refreshed_label(self) -> None:
         if self._refreshed_at is None:
-            self.refreshed_label.setText("Not refreshed yet" if self._session else "")
+            self.refreshed_label.setText(
+                translate("MainWindow", "Not refreshed yet") if self._session else ""
+            )
             self.refreshed_label.setToolTip("")
             return
-        text = f"Refreshed {texts.local_clock(self._refreshed_at)}"
+        refreshed = texts.local_clock(self._refreshed_at)
         if self._checked_at is not None and self._checked_at != self._refreshed_at:
-            text += f", checked {texts.local_clock(self._checked_at)}"
+            text = translate("MainWindow", "Refreshed {refreshed}, checked {checked}").format(
+                refreshed=refreshed, checked=texts.local_clock(self._checked_at)
+            )
+        else:
+            text = translate("MainWindow", "Refreshed {refreshed}").format(refreshed=refreshed)
         if self._stale:
-            text += " (may be out of date)"
+            text = translate("MainWindow", "{text} (may be out of date)").format(text=text)
         self.refreshed_label.setText(text)
-        tooltip = f"List last loaded at {texts.local_time(self._refreshed_at, seconds=True)}"
+        tooltip = translate("MainWindow", "List last loaded at {time}").format(
+            time=texts.local_time(self._refreshed_at, seconds=True)
+        )
         if self._checked_at is not None:
-            tooltip += (
-                f"\nLast checked for changes at {texts.local_time(self._checked_at, seconds=True)}"
+            tooltip += "\n" + translate("MainWindow", "Last checked for changes at {time}").format(
+                time=texts.local_time(self._checked_at, seconds=True)
             )
         self.refreshed_label.setToolTip(tooltip)
+        self.refreshed_label.setAccessibleName(text)
+        self.refreshed_label.setAccessibleDescription(tooltip)
 
     def _update_actions(self) -> None:
         signed_in = self._session is not None
@@ -1085,34 +1423,39 @@ class MainWindow(QMainWindow):
             return
         if total:
             self.placeholder.show_state(
-                "No mailboxes match",
-                "Nothing matches the search text and state chosen.",
-                button="Clear search and filter",
+                translate("MainWindow", "No mailboxes match"),
+                translate("MainWindow", "Nothing matches the search text and state chosen."),
+                button=translate("MainWindow", "Clear search and filter"),
             )
             action = self.clear_filters
         elif self._loading and not self._loaded_once:
             self.placeholder.show_state(
-                "Loading the organisation's mailboxes...",
-                f"{self._loaded_count:,} loaded so far" if self._loaded_count else "",
+                translate("MainWindow", "Loading the organisation's mailboxes..."),
+                self._loaded_so_far(),
                 busy=True,
             )
         elif self._load_error is not None and not self._loaded_once:
             self.placeholder.show_state(
-                "The mailboxes could not be loaded",
+                translate("MainWindow", "The mailboxes could not be loaded"),
                 _explain(self._load_error),
-                button="Retry",
+                button=translate("MainWindow", "Retry"),
             )
             action = self.refresh
         elif self._loaded_once:
             self.placeholder.show_state(
-                "No mailboxes yet",
-                "Add the first Microsoft 365 mailbox that Qargo should read and send mail for.",
-                button="Add mailbox...",
+                translate("MainWindow", "No mailboxes yet"),
+                translate(
+                    "MainWindow",
+                    "Add the first Microsoft 365 mailbox that Qargo should read and send mail for.",
+                ),
+                button=translate("MainWindow", "Add mailbox..."),
             )
             action = self.add_requested.emit
         else:
             self.placeholder.show_state(
-                "Not loaded yet", "Refresh to load the list.", button="Refresh"
+                translate("MainWindow", "Not loaded yet"),
+                translate("MainWindow", "Refresh to load the list."),
+                button=translate("MainWindow", "Refresh"),
             )
             action = self.refresh
         self._placeholder_action = action
@@ -1159,6 +1502,9 @@ class MainWindow(QMainWindow):
         )
         for kind, action in self.mailbox_actions.items():
             action.setEnabled(kind in allowed and not busy)
+        self.device_authorise_action.setEnabled(
+            bool(allowed & {MailboxAction.AUTHORISE, MailboxAction.REAUTHORISE}) and not busy
+        )
         self.copy_address_action.setEnabled(mailbox is not None)
 
     def _sync_detail_pane(self) -> None:
@@ -1213,7 +1559,11 @@ class MainWindow(QMainWindow):
         self._update_refreshed_label()
 
     def _on_color_scheme_changed(self, _scheme: Qt.ColorScheme) -> None:
-        theme = Theme.from_system()
+        if self._theme_preference != "system":
+            return  # the person chose a theme in Preferences: it stays
+        self._set_theme(Theme.from_system())
+
+    def _set_theme(self, theme: Theme) -> None:
         if theme.dark == self._theme.dark:
             return
         self._theme = theme
@@ -1221,16 +1571,127 @@ class MainWindow(QMainWindow):
         self.message_bar.set_theme(theme)
         self.status_filter.set_theme(theme)
         self.detail_pane.set_theme(theme)
+        self._style_environment_label()
         self._set_connection(self._connection)
+
+    def set_theme_preference(self, preference: str) -> None:
+        """Follow the system's light or dark scheme (``system``), or force ``light``/``dark``."""
+        self._theme_preference = preference
+        self._set_theme(apply_colour_scheme(preference))
 
     def _on_about_triggered(self) -> None:
         details = ""
         if self._services is not None:
-            details = f"Organisation API: {self._services.endpoints.api_base_url}"
+            details = translate("MainWindow", "Organisation API: {url}").format(
+                url=self._services.endpoints.api_base_url
+            )
         dialogs.show_about(self, details)
+
+    def open_log_folder(self) -> None:
+        """Show the folder of the log files in the file manager."""
+        folder = app_paths(self._settings).log_dir if self._settings else app_paths().log_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        if not self.folder_opener(folder):
+            self.show_message(
+                translate(
+                    "MainWindow", "The log folder could not be opened. It is {folder}"
+                ).format(folder=folder),
+                level=MessageLevel.WARNING,
+                key="log-folder",
+            )
+
+    # -- preferences -----------------------------------------------------------------------
+
+    def edit_preferences(self) -> None:
+        """Open Preferences; apply and announce what was saved."""
+        from qargo_desktop.core.config import Settings
+
+        current = self._settings if self._settings is not None else Settings()
+        saved = dialogs.edit_preferences(self, current)
+        if saved is not None:
+            self.apply_settings(saved)
+
+    def apply_settings(self, settings: Settings) -> None:
+        """Use changed settings at once where the window can (language, theme, intervals)."""
+        previous = self._settings
+        self._settings = settings
+        if previous is None or previous.language != settings.language:
+            i18n.install_language(settings.language)
+        if settings.theme != self._theme_preference:
+            self.set_theme_preference(settings.theme)
+        interval = settings.refresh_interval_s
+        if interval > 0:
+            self.refresh_timer.setInterval(int(interval * 1000))
+            if self._session is not None and not self.refresh_timer.isActive():
+                self.refresh_timer.start()
+        else:
+            self.refresh_timer.stop()
+        if self._services is not None:
+            self._services.sign_in_timeout_s = settings.sign_in_timeout_s
+        network_changed = previous is not None and (
+            previous.proxy != settings.proxy or previous.extra_ca_file != settings.extra_ca_file
+        )
+        if network_changed and self._services is not None:
+            self.show_message(
+                translate(
+                    "MainWindow",
+                    "The new proxy and certificate settings are used from the next start of "
+                    "the app.",
+                ),
+                level=MessageLevel.INFO,
+                key="network-settings",
+            )
+        self.settings_changed.emit(settings)
+
+    # -- requests from a second start of the app -------------------------------------------
+
+    def bring_to_front(self) -> None:
+        """Show the window above the others and give it the keyboard."""
+        if self.isMinimized():
+            self.showNormal()
+        self.show()
+        self.raise_()
+        self.activateWindow()
+        # Where the platform refuses to move focus (Windows, from the background), at
+        # least flash the taskbar button.
+        QApplication.alert(self, 3000)
+
+    def select_address(self, address: str) -> None:
+        """Select the mailbox with this address now, or once the list has it."""
+        wanted = address.strip().casefold()
+        for mailbox in self.model.mailboxes():
+            if mailbox.address.casefold() == wanted:
+                self._pending_select = None
+                self.select_mailbox(mailbox.id)
+                self.table.setFocus(Qt.FocusReason.OtherFocusReason)
+                return
+        if self._loaded_once:
+            self._pending_select = None
+            self.show_message(
+                translate("MainWindow", "{address} is not in the organisation's list.").format(
+                    address=address
+                ),
+                level=MessageLevel.WARNING,
+                key=f"select:{wanted}",
+            )
+            return
+        self._pending_select = address
 
 
 def _explain(error: BaseException) -> str:
-    if isinstance(error, QargoError):
-        return error.explain()
-    return f"Something went wrong that the app does not recognise ({type(error).__name__})."
+    return texts.explain(error)
+
+
+def _native(shortcut: QKeySequence) -> str:
+    return shortcut.toString(QKeySequence.SequenceFormat.NativeText)
+
+
+def _set_action_text(action: QAction, text: str, tip: str) -> None:
+    """A menu entry's words; its tooltip says what it does and names its shortcut."""
+    action.setText(text)
+    action.setToolTip(texts.with_shortcut(tip, _native(action.shortcut())))
+    action.setStatusTip(tip)
+
+
+def _open_folder(folder: Path) -> bool:
+    return QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))

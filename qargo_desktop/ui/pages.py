@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtCore import QCoreApplication, QEvent, QSize, Qt, Signal
 from PySide6.QtGui import QFont, QIcon
 from PySide6.QtWidgets import (
     QFrame,
@@ -19,6 +19,8 @@ from PySide6.QtWidgets import (
 
 from qargo_desktop import APP_DISPLAY_NAME
 from qargo_desktop.core.config import ENV_PREFIX
+
+translate = QCoreApplication.translate
 
 
 def _card(parent: QWidget) -> tuple[QVBoxLayout, QVBoxLayout]:
@@ -64,7 +66,20 @@ def _text(text: str, parent: QWidget) -> QLabel:
     return label
 
 
-class StartingPage(QWidget):
+class _Page(QWidget):
+    """A page that puts its words up again when the language changes."""
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 (Qt name)
+        """Retranslate on a language change."""
+        if event.type() == QEvent.Type.LanguageChange:
+            self._retranslate()
+        super().changeEvent(event)
+
+    def _retranslate(self) -> None:
+        """Set the page's words in the language installed now."""
+
+
+class StartingPage(_Page):
     """Shown while the app starts, builds its services or signs in silently."""
 
     def __init__(self, icon: QIcon, parent: QWidget | None = None) -> None:
@@ -72,20 +87,25 @@ class StartingPage(QWidget):
         _outer, card = _card(self)
         card.addWidget(_logo(icon, self), 0, Qt.AlignmentFlag.AlignHCenter)
         card.addWidget(_heading(APP_DISPLAY_NAME, self), 0, Qt.AlignmentFlag.AlignHCenter)
-        self.message = _text("Starting...", self)
+        self.message = _text(translate("StartingPage", "Starting..."), self)
         self.message.setAlignment(Qt.AlignmentFlag.AlignCenter)
         card.addWidget(self.message)
         self.busy = QProgressBar(self)
         self.busy.setRange(0, 0)
         self.busy.setTextVisible(False)
         card.addWidget(self.busy)
+        self._retranslate()
+
+    def _retranslate(self) -> None:
+        self.busy.setAccessibleName(translate("StartingPage", "Working"))
 
     def set_message(self, text: str) -> None:
         """Say what the app is doing."""
         self.message.setText(text)
+        self.busy.setAccessibleDescription(text)
 
 
-class FirstRunPage(QWidget):
+class FirstRunPage(_Page):
     """Shown when the settings lack what a run against the real services needs.
 
     Signals:
@@ -96,14 +116,12 @@ class FirstRunPage(QWidget):
 
     def __init__(self, icon: QIcon, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self._missing: tuple[Sequence[str], Path | None] = ((), None)
         _outer, card = _card(self)
         card.addWidget(_logo(icon, self))
-        card.addWidget(_heading(f"{APP_DISPLAY_NAME} is not set up yet", self))
-        self.intro = _text(
-            "To work with your organisation, the app needs the settings of your Microsoft "
-            "365 tenant and of Qargo. These are missing:",
-            self,
-        )
+        self.heading = _heading("", self)
+        card.addWidget(self.heading)
+        self.intro = _text("", self)
         card.addWidget(self.intro)
         self.missing = _text("", self)
         self.missing.setTextFormat(Qt.TextFormat.RichText)
@@ -111,34 +129,66 @@ class FirstRunPage(QWidget):
         card.addWidget(self.missing)
         self.where = _text("", self)
         card.addWidget(self.where)
-        self.sandbox_intro = _text(
-            "You can also try every feature now against the built-in sandbox: a simulated "
-            "organisation on this computer. Nothing leaves this computer.",
-            self,
-        )
+        self.sandbox_intro = _text("", self)
         card.addWidget(self.sandbox_intro)
-        self.sandbox_button = QPushButton("Use the built-in &sandbox", self)
+        self.sandbox_button = QPushButton(self)
         self.sandbox_button.setDefault(True)
         self.sandbox_button.clicked.connect(self.sandbox_requested)
         card.addWidget(self.sandbox_button, 0, Qt.AlignmentFlag.AlignLeft)
+        self._retranslate()
+
+    def _retranslate(self) -> None:
+        self.heading.setText(
+            translate("FirstRunPage", "{app} is not set up yet").format(app=APP_DISPLAY_NAME)
+        )
+        self.intro.setText(
+            translate(
+                "FirstRunPage",
+                "To work with your organisation, the app needs the settings of your Microsoft "
+                "365 tenant and of Qargo. These are missing:",
+            )
+        )
+        self.sandbox_intro.setText(
+            translate(
+                "FirstRunPage",
+                "You can also try every feature now against the built-in sandbox: a simulated "
+                "organisation on this computer. Nothing leaves this computer.",
+            )
+        )
+        self.sandbox_button.setText(translate("FirstRunPage", "Use the built-in &sandbox"))
+        self.sandbox_button.setAccessibleDescription(self.sandbox_intro.text())
+        self.set_missing(*self._missing)
 
     def set_missing(self, missing: Sequence[str], config_file: Path | None) -> None:
         """Name exactly which keys are missing and where to set them."""
+        self._missing = (tuple(missing), config_file)
         items = "".join(
-            f"<li><code>{key}</code> (or the environment variable "
-            f"<code>{ENV_PREFIX}{key.upper()}</code>)</li>"
+            "<li>"
+            + translate("FirstRunPage", "{key} (or the environment variable {variable})").format(
+                key=f"<code>{key}</code>", variable=f"<code>{ENV_PREFIX}{key.upper()}</code>"
+            )
+            + "</li>"
             for key in missing
         )
-        self.missing.setText(f"<ul>{items}</ul>")
-        location = f"the settings file {config_file}" if config_file else "the settings file"
-        self.where.setText(
-            f"Add them to {location}, or ask Qargo Support for a ready-made settings file, "
-            "then start the app again."
-        )
-        self.missing.setAccessibleDescription("Missing settings: " + ", ".join(missing))
+        self.missing.setText(f"<ul>{items}</ul>" if items else "")
+        if config_file:
+            where = translate(
+                "FirstRunPage",
+                "Add them to the settings file {file}, or ask Qargo Support for a ready-made "
+                "settings file, then start the app again.",
+            ).format(file=config_file)
+        else:
+            where = translate(
+                "FirstRunPage",
+                "Add them to the settings file, or ask Qargo Support for a ready-made settings "
+                "file, then start the app again.",
+            )
+        self.where.setText(where)
+        self.missing.setAccessibleName(translate("FirstRunPage", "Missing settings"))
+        self.missing.setAccessibleDescription(", ".join(missing))
 
 
-class SignInPage(QWidget):
+class SignInPage(_Page):
     """Asks the admin to sign in, and says why when signing in did not work.
 
     Signals:
@@ -146,24 +196,24 @@ class SignInPage(QWidget):
         retry_requested(): Try the saved sign-in again (after a network problem).
         switch_account_requested(): Sign out, then sign in with another account.
         sign_out_requested(): Sign out.
+        device_sign_in_requested(): Sign in with a code on another device (where this
+            computer's browser cannot be used).
     """
 
     sign_in_requested = Signal()
+    device_sign_in_requested = Signal()
     retry_requested = Signal()
     switch_account_requested = Signal()
     sign_out_requested = Signal()
 
     def __init__(self, icon: QIcon, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self._shown: Callable[[], None] = self.show_prompt
         _outer, card = _card(self)
         card.addWidget(_logo(icon, self))
-        self.heading = _heading("Sign in to manage your mailboxes", self)
+        self.heading = _heading("", self)
         card.addWidget(self.heading)
-        self.intro = _text(
-            "Sign in with your Qargo super admin account. Microsoft's sign-in page opens in "
-            "your browser; the app continues when you are done.",
-            self,
-        )
+        self.intro = _text("", self)
         card.addWidget(self.intro)
         self.note = _text("", self)
         self.note.setObjectName("signInNote")
@@ -178,21 +228,26 @@ class SignInPage(QWidget):
         card.addWidget(self.busy)
 
         buttons = QHBoxLayout()
-        self.sign_in_button = QPushButton("Sign in with &Microsoft", self)
+        self.sign_in_button = QPushButton(self)
         self.sign_in_button.setDefault(True)
         self.sign_in_button.setMinimumHeight(34)
         bold = QFont(self.sign_in_button.font())
         bold.setBold(True)
         self.sign_in_button.setFont(bold)
         self.sign_in_button.clicked.connect(self.sign_in_requested)
-        self.retry_button = QPushButton("&Try again", self)
+        self.retry_button = QPushButton(self)
         self.retry_button.clicked.connect(self.retry_requested)
-        self.switch_button = QPushButton("Sign in with &another account", self)
+        self.switch_button = QPushButton(self)
         self.switch_button.clicked.connect(self.switch_account_requested)
-        self.sign_out_button = QPushButton("Sign &out", self)
+        self.sign_out_button = QPushButton(self)
         self.sign_out_button.clicked.connect(self.sign_out_requested)
+        # Secondary: for remote sessions and computers whose browser cannot be used.
+        self.device_button = QPushButton(self)
+        self.device_button.setObjectName("deviceSignInButton")
+        self.device_button.clicked.connect(self.device_sign_in_requested)
         for button in (
             self.sign_in_button,
+            self.device_button,
             self.switch_button,
             self.retry_button,
             self.sign_out_button,
@@ -200,7 +255,27 @@ class SignInPage(QWidget):
             buttons.addWidget(button)
         buttons.addStretch(1)
         card.addLayout(buttons)
-        self.show_prompt()
+        self._retranslate()
+
+    def _retranslate(self) -> None:
+        self.sign_in_button.setText(translate("SignInPage", "&Sign in with Microsoft"))
+        self.sign_in_button.setAccessibleDescription(
+            translate("SignInPage", "Opens Microsoft's sign-in page in your browser")
+        )
+        self.device_button.setText(translate("SignInPage", "Sign in on another &device"))
+        self.device_button.setToolTip(
+            translate(
+                "SignInPage",
+                "Shows a code to enter on a phone or another computer: for remote sessions "
+                "where the browser here cannot be used",
+            )
+        )
+        self.device_button.setAccessibleDescription(self.device_button.toolTip())
+        self.retry_button.setText(translate("SignInPage", "&Try again"))
+        self.switch_button.setText(translate("SignInPage", "Sign in with &another account"))
+        self.sign_out_button.setText(translate("SignInPage", "Sign &out"))
+        self.busy.setAccessibleName(translate("SignInPage", "Working"))
+        self._shown()
 
     def set_note(self, text: str) -> None:
         """A hint under the introduction (which account to use in the sandbox)."""
@@ -225,7 +300,9 @@ class SignInPage(QWidget):
         self.problem.setText(problem)
         self.problem.setVisible(bool(problem))
         self.busy.setVisible(busy)
+        self.busy.setAccessibleDescription(heading if busy else "")
         self.sign_in_button.setVisible(sign_in)
+        self.device_button.setVisible(sign_in)
         self.retry_button.setVisible(retry)
         self.switch_button.setVisible(switch)
         self.sign_out_button.setVisible(sign_out)
@@ -236,11 +313,13 @@ class SignInPage(QWidget):
 
     def show_prompt(self, problem: str = "") -> None:
         """Offer to sign in (with what went wrong last time, if anything)."""
+        self._shown = lambda: self.show_prompt(problem)
         self._show(
-            heading="Sign in to manage your mailboxes",
-            intro=(
+            heading=translate("SignInPage", "Sign in to manage your mailboxes"),
+            intro=translate(
+                "SignInPage",
                 "Sign in with your Qargo super admin account. Microsoft's sign-in page opens "
-                "in your browser; the app continues when you are done."
+                "in your browser; the app continues when you are done.",
             ),
             problem=problem,
             sign_in=True,
@@ -248,13 +327,15 @@ class SignInPage(QWidget):
 
     def show_busy(self, text: str) -> None:
         """The app is signing in or out."""
+        self._shown = lambda: self.show_busy(text)
         self._show(heading=text, intro="", busy=True)
 
     def show_error(self, problem: str) -> None:
         """The saved sign-in could not be checked (network): retry, or sign in afresh."""
+        self._shown = lambda: self.show_error(problem)
         self._show(
-            heading="Could not sign in",
-            intro="The app could not check your saved sign-in.",
+            heading=translate("SignInPage", "Could not sign in"),
+            intro=translate("SignInPage", "The app could not check your saved sign-in."),
             problem=problem,
             retry=True,
             sign_in=True,
@@ -262,15 +343,18 @@ class SignInPage(QWidget):
 
     def show_not_super_admin(self, username: str) -> None:
         """The account is not a super admin: say which one, and offer another."""
+        self._shown = lambda: self.show_not_super_admin(username)
         self._show(
-            heading="This account is not a Qargo super admin",
-            intro=(
-                f"You are signed in as {username}, which is not a super admin of its Qargo "
-                "organisation. Only super admins can manage linked mailboxes."
-            ),
-            problem=(
+            heading=translate("SignInPage", "This account is not a Qargo super admin"),
+            intro=translate(
+                "SignInPage",
+                "You are signed in as {user}, which is not a super admin of its Qargo "
+                "organisation. Only super admins can manage linked mailboxes.",
+            ).format(user=username),
+            problem=translate(
+                "SignInPage",
                 "Sign in with a super admin account instead, or ask a super admin of your "
-                "organisation to give this account the role."
+                "organisation to give this account the role.",
             ),
             switch=True,
             sign_out=True,

@@ -43,7 +43,7 @@ from qargo_desktop.core.selftest import (
     run_selftest,
     save_report,
 )
-from qargo_desktop.ui.tasks import Progress, TaskHandle
+from qargo_desktop.ui.tasks import Progress, TaskHandle, was_reported
 from qargo_desktop.ui.theme import MessageLevel, Theme
 
 if TYPE_CHECKING:
@@ -300,6 +300,7 @@ class SelfTestDialog(QDialog):
         address = self.mailbox.address
         opener = self._opener
         options = self.options
+        data_dir = self._data_dir
 
         def work(cancel: threading.Event, progress: Progress) -> SelfTestReport:
             control = InteractiveControl(
@@ -310,7 +311,7 @@ class SelfTestDialog(QDialog):
             )
             if opener is not None:
                 control.opener = opener
-            return run_selftest(
+            report = run_selftest(
                 services,
                 address,
                 options=options,
@@ -318,6 +319,13 @@ class SelfTestDialog(QDialog):
                 cancel=cancel,
                 control=control,
             )
+            if data_dir is not None:
+                # Kept here, on the worker: the GUI thread does no file I/O.
+                try:
+                    save_report(report, data_dir)
+                except OSError as exc:
+                    log.warning("Could not keep the self-test report: %s", exc)
+            return report
 
         self._started = time.monotonic()
         self._handle = self._tasks.start(
@@ -358,7 +366,8 @@ class SelfTestDialog(QDialog):
         if error is not None:
             self._set_running(False)
             # run_selftest reports service failures in its report; this is a bug.
-            log.error("The self-test stopped unexpectedly", exc_info=error)
+            if not was_reported(error):  # the crash report has it already
+                log.error("The self-test stopped unexpectedly", exc_info=error)
             self.verdict.setText(f"The test stopped unexpectedly: {error}")
             return
         assert isinstance(result, SelfTestReport)
@@ -369,11 +378,6 @@ class SelfTestDialog(QDialog):
         self._show_verdict(result)
         self.chart.set_legs(result.legs)
         self.elapsed.setText(f"Finished in {result.duration_s:.1f} s")
-        if self._data_dir is not None:
-            try:
-                save_report(result, self._data_dir)
-            except OSError as exc:
-                log.warning("Could not keep the self-test report: %s", exc)
         self.finished_with.emit(result)
 
     def _show_step(self, step: StepReport, item: QTreeWidgetItem) -> None:

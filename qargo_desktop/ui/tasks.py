@@ -5,6 +5,11 @@ a progress callback; whatever it returns or raises comes back to the GUI thread 
 ``(result, error)``, and every progress value arrives there too, in order, through a
 queued connection. Workers never touch widgets: they only hand values back.
 
+An exception that is not a :class:`QargoError` (nor one the caller said it expects) is a
+bug: besides going to ``on_finished``, it goes to the crash reporter set with
+:func:`set_crash_reporter` (the app's crash handler: log, report, dialog), once; callers
+check :func:`was_reported` before logging it again.
+
 Example::
 
     def load(cancel: threading.Event, progress: Progress) -> MailboxList | None:
@@ -17,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
@@ -34,6 +40,43 @@ log = logging.getLogger(__name__)
 Progress = Callable[[Any], None]
 TaskFunction = Callable[[threading.Event, Progress], Any]
 Finished = Callable[[Any, BaseException | None], None]
+#: Receives an unexpected exception of a task and where it happened, on the worker thread.
+CrashReporter = Callable[[BaseException, str], None]
+
+_REPORTED_MARK = "_qargo_crash_reported"
+
+
+class _Reporter:
+    """Where unexpected task errors go (one for the process: the app's crash handler)."""
+
+    current: CrashReporter | None = None
+
+
+def set_crash_reporter(reporter: CrashReporter | None) -> CrashReporter | None:
+    """Send unexpected task errors to ``reporter`` from now on; returns the previous one."""
+    previous, _Reporter.current = _Reporter.current, reporter
+    return previous
+
+
+def was_reported(error: BaseException) -> bool:
+    """Whether the crash reporter already took this error (so nobody logs it again)."""
+    return bool(getattr(error, _REPORTED_MARK, False))
+
+
+def _report_unexpected(name: str, error: BaseException) -> None:
+    """Hand a task's unexpected error to the crash reporter, or log it when there is none."""
+    reporter = _Reporter.current
+    if reporter is None:
+        log.error("Task %s failed unexpectedly", name, exc_info=error)
+        return
+    try:
+        reporter(error, f"background task {name!r}")
+    except Exception:  # the reporter failing must not lose the error
+        log.exception("The crash reporter failed on task %s", name)
+        log.error("Task %s failed unexpectedly", name, exc_info=error)
+        return
+    with contextlib.suppress(AttributeError, TypeError):
+        setattr(error, _REPORTED_MARK, True)
 
 
 @dataclass(eq=False)
@@ -123,6 +166,7 @@ class TaskRunner(QObject):
         *,
         on_finished: Finished | None = None,
         on_progress: Progress | None = None,
+        expected: tuple[type[BaseException], ...] = (),
     ) -> TaskHandle:
         """Run ``function(cancel_event, progress)`` on a worker thread.
 
@@ -133,6 +177,9 @@ class TaskRunner(QObject):
                 ``(None, exception)``.
             on_progress: Called on the GUI thread with each value the function passes
                 to ``progress``.
+            expected: Exceptions besides :class:`QargoError` that are routine for this
+                task (``OSError`` when saving a file): they only go to ``on_finished``.
+                Any other exception is a bug and also goes to the crash reporter.
 
         Returns:
             The handle to cancel it with.
@@ -158,8 +205,10 @@ class TaskRunner(QObject):
                 result = function(handle.cancel_event, report)
             except BaseException as exc:
                 error = exc
-                if not isinstance(exc, QargoError):
-                    log.error("Task %s failed unexpectedly", name, exc_info=exc)
+                if isinstance(exc, Exception) and not isinstance(exc, (QargoError, *expected)):
+                    _report_unexpected(name, exc)
+                elif not isinstance(exc, (QargoError, *expected)):
+                    log.error("Task %s was interrupted: %r", name, exc)
             try:
                 relay.finished.emit(handle.id, result, error)
             except RuntimeError:

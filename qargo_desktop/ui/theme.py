@@ -4,6 +4,11 @@ Colour never stands alone: every state also has an icon (a distinct shape, not o
 distinct colour) and words (see :mod:`qargo_desktop.ui.texts`). Each foreground and
 background pair meets WCAG's 4.5:1 contrast for normal text; a test computes it.
 
+The theme follows the system's light or dark scheme unless Preferences chose one
+(:func:`apply_colour_scheme`); where the platform cannot switch its own palette (Linux
+without a desktop portal, the offscreen platform), the app draws with Fusion and its own
+palette of the chosen scheme, so the window and the state colours always agree.
+
 The icons are SVG files drawn in the light theme's colours. For the dark theme the same
 vector source is recoloured (light foreground -> dark foreground, white -> dark
 background) before it is rendered, so one file per state serves both themes.
@@ -16,16 +21,22 @@ import logging
 from dataclasses import dataclass
 
 from PySide6.QtCore import QByteArray, QRectF, QSize, Qt
-from PySide6.QtGui import QColor, QGuiApplication, QIcon, QPainter, QPixmap
+from PySide6.QtGui import QColor, QGuiApplication, QIcon, QPainter, QPalette, QPixmap
 from PySide6.QtSvg import QSvgRenderer
+from PySide6.QtWidgets import QApplication
 
 from qargo_desktop.core.models import LinkStatus
 from qargo_desktop.core.resources import resource_path
 
 log = logging.getLogger(__name__)
 
-_ICON_SIZES = (16, 20, 24, 32, 48, 64)
+# Pixmaps for every common size and scale (16 px at 100 % to 64 px at 400 %, 256 for the
+# Windows taskbar), so high-DPI screens get crisp icons instead of scaled-up ones.
+_ICON_SIZES = (16, 20, 24, 28, 32, 40, 48, 64, 96, 128, 256)
 _WHITE = "#ffffff"
+
+#: The choices of the ``theme`` setting.
+THEME_PREFERENCES = ("system", "light", "dark")
 
 
 class MessageLevel(enum.Enum):
@@ -174,6 +185,13 @@ class Theme:
         """The theme that matches the platform's colour scheme."""
         return cls(dark=system_prefers_dark())
 
+    @classmethod
+    def for_preference(cls, preference: str) -> Theme:
+        """The theme of a ``theme`` setting: ``light``, ``dark`` or ``system``."""
+        if preference in ("light", "dark"):
+            return cls(dark=preference == "dark")
+        return cls.from_system()
+
     def colours(self, status: LinkStatus) -> ColourPair:
         """The foreground and background colours of a state (hex)."""
         return self.palette.status[status]
@@ -214,6 +232,93 @@ class Theme:
             icon = render_svg_icon(self.status_svg(status))
             self._icons[status] = icon
         return icon
+
+
+# The window colours of the app's own light and dark palettes (Fusion), used only where the
+# platform does not switch schemes itself. Text on every background meets 4.5:1.
+WINDOW_COLOURS: dict[str, dict[QPalette.ColorRole, str]] = {
+    "light": {
+        QPalette.ColorRole.Window: "#efefef",
+        QPalette.ColorRole.WindowText: "#1f1f1f",
+        QPalette.ColorRole.Base: "#ffffff",
+        QPalette.ColorRole.AlternateBase: "#f5f5f5",
+        QPalette.ColorRole.Text: "#1f1f1f",
+        QPalette.ColorRole.Button: "#efefef",
+        QPalette.ColorRole.ButtonText: "#1f1f1f",
+        QPalette.ColorRole.Highlight: "#2f65ca",
+        QPalette.ColorRole.HighlightedText: "#ffffff",
+        QPalette.ColorRole.PlaceholderText: "#5f6368",
+        QPalette.ColorRole.ToolTipBase: "#ffffdc",
+        QPalette.ColorRole.ToolTipText: "#1f1f1f",
+        QPalette.ColorRole.Link: "#0b57d0",
+    },
+    "dark": {
+        QPalette.ColorRole.Window: "#202124",
+        QPalette.ColorRole.WindowText: "#e8eaed",
+        QPalette.ColorRole.Base: "#1b1b1d",
+        QPalette.ColorRole.AlternateBase: "#26272a",
+        QPalette.ColorRole.Text: "#e8eaed",
+        QPalette.ColorRole.Button: "#2d2e31",
+        QPalette.ColorRole.ButtonText: "#e8eaed",
+        QPalette.ColorRole.Highlight: "#3a6fb0",
+        QPalette.ColorRole.HighlightedText: "#ffffff",
+        QPalette.ColorRole.PlaceholderText: "#9aa0a6",
+        QPalette.ColorRole.ToolTipBase: "#2d2e31",
+        QPalette.ColorRole.ToolTipText: "#e8eaed",
+        QPalette.ColorRole.Link: "#8ab4f8",
+    },
+}
+
+
+def window_palette(*, dark: bool) -> QPalette:
+    """The app's own palette of a scheme (disabled text dimmed, still readable)."""
+    colours = WINDOW_COLOURS["dark" if dark else "light"]
+    palette = QPalette()
+    for role, colour in colours.items():
+        palette.setColor(role, QColor(colour))
+    dimmed = "#8a8d91" if dark else "#6e7276"
+    for role in (
+        QPalette.ColorRole.WindowText,
+        QPalette.ColorRole.Text,
+        QPalette.ColorRole.ButtonText,
+    ):
+        palette.setColor(QPalette.ColorGroup.Disabled, role, QColor(dimmed))
+    return palette
+
+
+class _Override:
+    """The style and palette the app had before it drew a scheme itself."""
+
+    saved: tuple[str, QPalette] | None = None
+
+
+def apply_colour_scheme(preference: str) -> Theme:
+    """Make the whole app light, dark, or follow the system; returns the matching theme.
+
+    Asks the platform first (``QStyleHints.setColorScheme``: Windows 11 and macOS switch
+    their own palette); where the platform does not follow, switches to Fusion with the
+    app's own palette of that scheme. ``system`` undoes both.
+    """
+    app = QApplication.instance()
+    if not isinstance(app, QApplication):
+        return Theme.for_preference(preference)
+    hints = app.styleHints()
+    if _Override.saved is not None:
+        style, palette = _Override.saved
+        _Override.saved = None
+        app.setStyle(style)
+        app.setPalette(palette)
+    if preference not in ("light", "dark"):
+        hints.unsetColorScheme()
+        return Theme.from_system()
+    dark = preference == "dark"
+    hints.setColorScheme(Qt.ColorScheme.Dark if dark else Qt.ColorScheme.Light)
+    if system_prefers_dark() != dark:
+        log.info("The platform did not switch to the %s scheme; drawing it with Fusion", preference)
+        _Override.saved = (app.style().name(), app.palette())
+        app.setStyle("Fusion")
+        app.setPalette(window_palette(dark=dark))
+    return Theme(dark=dark)
 
 
 def app_icon() -> QIcon:

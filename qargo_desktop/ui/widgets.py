@@ -3,7 +3,9 @@
 - :class:`MessageBar`: routine errors and notices, without stacking repeats;
 - :class:`PlaceholderPanel`: the designed loading, empty and error states;
 - :class:`StatusBadgeDelegate`: draws a state as an icon-and-words badge;
-- :class:`StatusFilterCombo`: chooses which states the table shows, with counts.
+- :class:`StatusFilterCombo`: chooses which states the table shows, with counts;
+- :class:`FlowLayout`: lays buttons out in rows that wrap, so long translations and large
+  text never push a pane wider than the window.
 """
 
 from __future__ import annotations
@@ -12,7 +14,19 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect, QRectF, QSize, Qt, Signal
+from PySide6.QtCore import (
+    QCoreApplication,
+    QEvent,
+    QMargins,
+    QModelIndex,
+    QPersistentModelIndex,
+    QPoint,
+    QRect,
+    QRectF,
+    QSize,
+    Qt,
+    Signal,
+)
 from PySide6.QtGui import QBrush, QColor, QFontMetrics, QIcon, QPainter
 from PySide6.QtWidgets import (
     QApplication,
@@ -20,6 +34,8 @@ from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
+    QLayout,
+    QLayoutItem,
     QProgressBar,
     QPushButton,
     QSizePolicy,
@@ -33,9 +49,12 @@ from PySide6.QtWidgets import (
 
 from qargo_desktop.core.models import LinkStatus
 from qargo_desktop.ui import texts
+from qargo_desktop.ui.i18n import translatable
 from qargo_desktop.ui.theme import MessageLevel, Theme
 
 log = logging.getLogger(__name__)
+
+translate = QCoreApplication.translate
 
 _MAX_MESSAGES = 4
 
@@ -43,6 +62,13 @@ _LEVEL_ICONS = {
     MessageLevel.INFO: QStyle.StandardPixmap.SP_MessageBoxInformation,
     MessageLevel.WARNING: QStyle.StandardPixmap.SP_MessageBoxWarning,
     MessageLevel.ERROR: QStyle.StandardPixmap.SP_MessageBoxCritical,
+}
+
+# The level in words: a screen reader hears it, so colour and icon never stand alone.
+_LEVEL_NAMES = {
+    MessageLevel.INFO: translatable("MessageBar", "Information"),
+    MessageLevel.WARNING: translatable("MessageBar", "Warning"),
+    MessageLevel.ERROR: translatable("MessageBar", "Error"),
 }
 
 
@@ -127,8 +153,11 @@ class MessageBar(QWidget):
             message.text = text
             message.level = level
             message.label.setText(text)
-        message.count_label.setText(f"({message.count} times)" if message.count > 1 else "")
+        message.count_label.setText(
+            translate("MessageBar", "(%n times)", None, message.count) if message.count > 1 else ""
+        )
         message.count_label.setVisible(message.count > 1)
+        message.frame.setAccessibleName(translate("MessageBar", _LEVEL_NAMES[level]))
         message.frame.setAccessibleDescription(text)
         message.action = on_action if action_text else None
         message.button.setText(action_text or "")
@@ -159,7 +188,6 @@ class MessageBar(QWidget):
         frame = QFrame(self)
         frame.setObjectName("messageBarEntry")
         frame.setFrameShape(QFrame.Shape.StyledPanel)
-        frame.setAccessibleName("Message")
         row = QHBoxLayout(frame)
         row.setContentsMargins(10, 6, 6, 6)
         icon = QLabel(frame)
@@ -175,8 +203,8 @@ class MessageBar(QWidget):
         button.clicked.connect(lambda: self._on_action_clicked(key))
         close = QToolButton(frame)
         close.setText("\u2715")
-        close.setToolTip("Dismiss this message")
-        close.setAccessibleName("Dismiss message")
+        close.setToolTip(translate("MessageBar", "Dismiss this message"))
+        close.setAccessibleName(translate("MessageBar", "Dismiss message"))
         close.setAutoRaise(True)
         close.clicked.connect(lambda: self._on_close_clicked(key))
         row.addWidget(icon)
@@ -271,6 +299,11 @@ class PlaceholderPanel(QWidget):
     def button_text(self) -> str:
         """The button's label ('' when hidden)."""
         return self._button.text() if not self._button.isHidden() else ""
+
+    @property
+    def button(self) -> QPushButton:
+        """The panel's button (for the window's Tab order)."""
+        return self._button
 
     def show_state(
         self,
@@ -374,9 +407,13 @@ class StatusBadgeDelegate(QStyledItemDelegate):
         self.initStyleOption(opt, index)
         metrics = QFontMetrics(opt.font)
         text = str(index.data(Qt.ItemDataRole.DisplayRole) or "")
-        width = metrics.horizontalAdvance(text) + self._ICON + self._GAP + 2 * self._PADDING + 12
         height = max(metrics.height(), self._ICON) + 12
-        return QSize(width, height)
+        return QSize(self.width_for(metrics, text), height)
+
+    @classmethod
+    def width_for(cls, metrics: QFontMetrics, text: str) -> int:
+        """The cell width that shows a badge with ``text`` in full."""
+        return metrics.horizontalAdvance(text) + cls._ICON + cls._GAP + 2 * cls._PADDING + 12
 
 
 # The filter's choices: everything, what needs someone's attention, then each state.
@@ -405,21 +442,39 @@ class StatusFilterCombo(QComboBox):
 
     def __init__(self, theme: Theme, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.setAccessibleName("Status filter")
-        self.setToolTip("Show only mailboxes in a state")
+        self.setObjectName("statusFilter")
         # Sized for the usual entries; the long state names still show in full in the list.
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.setMinimumContentsLength(24)
-        self._choices: list[tuple[str, frozenset[LinkStatus]]] = [
-            ("All states", frozenset()),
-            ("Needs attention", NEEDS_ATTENTION),
-            *((texts.status_label(s), frozenset({s})) for s in texts.STATUS_ORDER),
+        self._statuses: list[frozenset[LinkStatus]] = [
+            frozenset(),
+            NEEDS_ATTENTION,
+            *(frozenset({s}) for s in texts.STATUS_ORDER),
         ]
-        for label, _statuses in self._choices:
-            self.addItem(label)
+        self._choices: list[tuple[str, frozenset[LinkStatus]]] = []
+        for _statuses in self._statuses:
+            self.addItem("")
+        self._counts = dict.fromkeys(LinkStatus, 0)
+        self._retranslate()
         self.set_theme(theme)
-        self.set_counts(dict.fromkeys(LinkStatus, 0))
         self.currentIndexChanged.connect(self._on_current_index_changed)
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 (Qt name)
+        """Put the choices up again when the language changes."""
+        if event.type() == QEvent.Type.LanguageChange:
+            self._retranslate()
+        super().changeEvent(event)
+
+    def _retranslate(self) -> None:
+        self.setAccessibleName(translate("StatusFilterCombo", "Status filter"))
+        self.setToolTip(translate("StatusFilterCombo", "Show only mailboxes in a state"))
+        self.setAccessibleDescription(self.toolTip())
+        self._choices = [
+            (translate("StatusFilterCombo", "All states"), self._statuses[0]),
+            (translate("StatusFilterCombo", "Needs attention"), self._statuses[1]),
+            *((texts.status_label(next(iter(s))), s) for s in self._statuses[2:]),
+        ]
+        self.set_counts(self._counts)
 
     def set_theme(self, theme: Theme) -> None:
         """Use this theme's state icons."""
@@ -429,12 +484,20 @@ class StatusFilterCombo(QComboBox):
 
     def set_counts(self, counts: dict[LinkStatus, int]) -> None:
         """Show how many mailboxes are in each choice."""
+        self._counts = dict(counts)
         for row, (label, statuses) in enumerate(self._choices):
             total = sum(counts.values()) if not statuses else sum(counts[s] for s in statuses)
-            self.setItemText(row, f"{label} ({total:,})")
+            self.setItemText(
+                row,
+                translate("StatusFilterCombo", "{label} ({count})").format(
+                    label=label, count=texts.number(total)
+                ),
+            )
             self.setItemData(
                 row,
-                f"{label}: {texts.count_text(total, 'mailbox', 'mailboxes')}",
+                translate("StatusFilterCombo", "{label}: {count}").format(
+                    label=label, count=texts.mailbox_count(total)
+                ),
                 Qt.ItemDataRole.AccessibleTextRole,
             )
 
@@ -450,3 +513,91 @@ class StatusFilterCombo(QComboBox):
 
     def _on_current_index_changed(self, _row: int) -> None:
         self.statuses_changed.emit(self.selected_statuses())
+
+
+class FlowLayout(QLayout):
+    """Places widgets left to right and wraps them onto the next row when out of room.
+
+    Args:
+        parent: The widget it lays out, if any.
+        spacing: Room between items, across and down.
+    """
+
+    def __init__(self, parent: QWidget | None = None, spacing: int = 6) -> None:
+        super().__init__(parent)
+        self._items: list[QLayoutItem] = []
+        self._gap = spacing
+        self.setContentsMargins(0, 0, 0, 0)
+
+    def addItem(self, item: QLayoutItem) -> None:  # noqa: N802 (Qt name)
+        """Take an item (addWidget() calls this)."""
+        self._items.append(item)
+
+    def count(self) -> int:
+        """How many items."""
+        return len(self._items)
+
+    def itemAt(self, index: int) -> QLayoutItem | None:  # noqa: N802 (Qt name)
+        """The item at ``index``, if any."""
+        return self._items[index] if 0 <= index < len(self._items) else None
+
+    def takeAt(self, index: int) -> QLayoutItem | None:  # noqa: N802 (Qt name)
+        """Remove and return the item at ``index``."""
+        return self._items.pop(index) if 0 <= index < len(self._items) else None
+
+    def expandingDirections(self) -> Qt.Orientation:  # noqa: N802 (Qt name)
+        """It grows in neither direction by itself."""
+        return Qt.Orientation(0)
+
+    def hasHeightForWidth(self) -> bool:  # noqa: N802 (Qt name)
+        """The height depends on the width (rows wrap)."""
+        return True
+
+    def heightForWidth(self, width: int) -> int:  # noqa: N802 (Qt name)
+        """The height needed at ``width``."""
+        return self._arrange(QRect(0, 0, width, 0), move=False)
+
+    def setGeometry(self, rect: QRect) -> None:  # noqa: N802 (Qt name)
+        """Place the items inside ``rect``."""
+        super().setGeometry(rect)
+        self._arrange(rect, move=True)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt name)
+        """Everything on one row."""
+        visible = [item for item in self._items if not item.isEmpty()]
+        if not visible:
+            return QSize(0, 0)
+        width = sum(item.sizeHint().width() for item in visible)
+        width += self._gap * (len(visible) - 1)
+        height = max(item.sizeHint().height() for item in visible)
+        return QSize(width, height) + _margin_size(self.contentsMargins())
+
+    def minimumSize(self) -> QSize:  # noqa: N802 (Qt name)
+        """As narrow as the widest single item."""
+        size = QSize(0, 0)
+        for item in self._items:
+            if not item.isEmpty():
+                size = size.expandedTo(item.minimumSize())
+        return size + _margin_size(self.contentsMargins())
+
+    def _arrange(self, rect: QRect, *, move: bool) -> int:
+        margins = self.contentsMargins()
+        area = rect.marginsRemoved(margins)
+        x, y, row_height = area.x(), area.y(), 0
+        for item in self._items:
+            if item.isEmpty():
+                continue
+            hint = item.sizeHint()
+            if x > area.x() and x + hint.width() > area.right() + 1:
+                x = area.x()
+                y += row_height + self._gap
+                row_height = 0
+            if move:
+                item.setGeometry(QRect(QPoint(x, y), hint))
+            x += hint.width() + self._gap
+            row_height = max(row_height, hint.height())
+        return y + row_height - rect.y() + margins.bottom()
+
+
+def _margin_size(margins: QMargins) -> QSize:
+    return QSize(margins.left() + margins.right(), margins.top() + margins.bottom())

@@ -29,8 +29,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(autouse=True)
 def _application(qapp: Any) -> Any:
-    """Every UI test needs the QApplication (icons and pixmaps abort without one)."""
+    """Every UI test needs the QApplication (icons and pixmaps abort without one).
+
+    The window speaks British English in tests, with the English catalogue's plural forms
+    (``1 hour ago``), whatever the machine's locale; a test that switches language gets
+    English back afterwards.
+    """
+    from qargo_desktop.ui import i18n
+
+    if i18n.current_language() != i18n.SOURCE_LANGUAGE or not _english_installed:
+        i18n.install_language("en-GB")
+        _english_installed.append(True)
     return qapp
+
+
+_english_installed: list[bool] = []
 
 
 @pytest.fixture(autouse=True)
@@ -104,3 +117,50 @@ def every_state() -> list[Mailbox]:
                      display_name="Archive",
                      last_error=LastError("quota_exceeded", "Mailbox is full", NOW)),
     ]  # fmt: skip
+
+
+@pytest.fixture
+def signed_in_window(
+    qtbot: Any, window_state: QSettings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Any:
+    """A shown main window, signed in, listing one mailbox per state; nothing selected.
+
+    The link actions are replaced by recorders (``window.requested``), so shortcuts and
+    buttons can be pressed without dialogs or a network.
+    """
+    from qargo_desktop.core.config import Settings
+    from qargo_desktop.ui.link_actions import LinkActions
+    from qargo_desktop.ui.main_window import MainWindow
+    from qargo_desktop.ui.theme import Theme
+    from tests.ui.fakes import FakeApi, FakeServices, session_for
+
+    requested: list[tuple[str, str]] = []
+    for name in ("authorise", "reset", "remove", "cancel", "selftest", "add"):
+        monkeypatch.setattr(LinkActions, name, lambda *_args: None)
+    window = MainWindow(
+        Settings(refresh_interval_s=0, config_dir=tmp_path / "config"),
+        window_state=window_state,
+        theme=Theme(dark=False),
+        clock=lambda: NOW,
+    )
+    window.requested = requested  # type: ignore[attr-defined]
+    for signal_name in (
+        "authorise_requested",
+        "reauthorise_requested",
+        "reset_requested",
+        "selftest_requested",
+        "remove_requested",
+        "cancel_authorisation_requested",
+    ):
+        getattr(window, signal_name).connect(
+            lambda mailbox, name=signal_name: requested.append((name, mailbox.address))
+        )
+    window.add_requested.connect(lambda: requested.append(("add_requested", "")))
+    window.folder_opener = lambda folder: True
+    qtbot.addWidget(window)
+    window.show()
+    services = FakeServices(api=FakeApi(mailboxes=every_state()), silent=session_for())
+    with qtbot.waitSignal(window.refresh_finished, timeout=5000):
+        window.attach_services(services)
+    yield window
+    window.tasks.shutdown(5000)

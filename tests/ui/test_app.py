@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QApplication
 
 from qargo_desktop import __version__
 from qargo_desktop.core.config import Settings
+from qargo_desktop.core.support import CrashReport
 from qargo_desktop.ui import app as app_module
 from qargo_desktop.ui import dialogs
 from qargo_desktop.ui.app import CrashHandler, crash_report, run
@@ -20,10 +21,10 @@ from qargo_desktop.ui.main_window import MainWindow, Page
 
 
 @pytest.fixture
-def crashes(monkeypatch) -> list[str]:
-    shown: list[str] = []
+def crashes(monkeypatch) -> list[CrashReport]:
+    shown: list[CrashReport] = []
 
-    def show_crash(parent, report: str) -> bool:
+    def show_crash(parent, report: CrashReport) -> bool:
         shown.append(report)
         return False
 
@@ -36,23 +37,27 @@ def test_crash_report_names_versions_and_hides_secrets() -> None:
         raise RuntimeError("request failed: access_token=eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln")
     except RuntimeError:
         report = crash_report(*sys.exc_info(), thread="MainThread")
-    assert f"Qargo Desktop: {__version__}" in report
-    assert "Python: " in report and "Qt: " in report and "PySide6: " in report
-    assert "RuntimeError" in report and "Thread: MainThread" in report
+    assert f"App:     qargo-desktop {__version__}" in report
+    assert "Python: " in report and "Qt: " in report and "PySide6 " in report
+    assert "RuntimeError" in report and "Where:   MainThread" in report
     assert "eyJhbGciOiJSUzI1NiJ9" not in report
 
 
-def test_uncaught_exception_is_logged_then_shown_on_the_gui_thread(qtbot, crashes, caplog):
-    handler = CrashHandler().install()
+def test_uncaught_exception_is_logged_saved_then_shown_on_the_gui_thread(
+    qtbot, crashes, caplog, tmp_path: Path
+) -> None:
+    handler = CrashHandler(log_dir=tmp_path / "logs").install()
     try:
         handler.attach_gui(None)
-        assert sys.excepthook == handler._on_exception
+        assert handler.installed
         try:
             raise ValueError("boom")
         except ValueError:
             sys.excepthook(*sys.exc_info())
         qtbot.waitUntil(lambda: len(crashes) == 1, timeout=3000)
-        assert "ValueError: boom" in crashes[0]
+        assert crashes[0].summary == "ValueError: boom"
+        assert crashes[0].path is not None and crashes[0].path.parent == tmp_path / "logs"
+        assert "ValueError: boom" in crashes[0].path.read_text(encoding="utf-8")
         assert any(r.levelname == "CRITICAL" for r in caplog.records)
 
         def worker() -> None:
@@ -62,10 +67,10 @@ def test_uncaught_exception_is_logged_then_shown_on_the_gui_thread(qtbot, crashe
         thread.start()
         thread.join()
         qtbot.waitUntil(lambda: len(crashes) == 2, timeout=3000)
-        assert "Thread: some-worker" in crashes[1]
+        assert crashes[1].where == "thread some-worker"
     finally:
         handler.uninstall()
-    assert sys.excepthook is not handler._on_exception
+    assert not handler.installed
 
 
 def test_run_first_run_page_then_the_built_in_sandbox(qtbot, tmp_path: Path, monkeypatch) -> None:
@@ -86,6 +91,9 @@ def test_run_first_run_page_then_the_built_in_sandbox(qtbot, tmp_path: Path, mon
             seen["sign_in"] = window.sign_in_page.note.text()
             seen["title"] = window.windowTitle()
             seen["environment"] = window.environment_label.text()
+            # Help > Diagnostics checks what the services use: the sandbox's addresses.
+            diagnosed = window.support.settings_provider()
+            seen["diagnosed_api"] = diagnosed.api_base_url if diagnosed else None
             window.close()
 
     poll = QTimer()
@@ -104,6 +112,7 @@ def test_run_first_run_page_then_the_built_in_sandbox(qtbot, tmp_path: Path, mon
     assert "<code>client_id</code>" in str(seen["first_run"])
     assert "admin@northwind-haulage.example" in str(seen["sign_in"])
     assert seen["environment"] == "Sandbox" and "Sandbox" in str(seen["title"])
+    assert str(seen["diagnosed_api"]).startswith("https://127.0.0.1:")
     assert (tmp_path / "config" / "window-state.ini").exists()
     assert QApplication.applicationName() == "qargo-desktop"
 

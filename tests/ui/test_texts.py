@@ -45,5 +45,5 @@ def test_error_advice_accepts_every_kind_of_code() -> None:
 
 
 def test_counts_read_naturally() -> None:
-    assert texts.count_text(1, "mailbox", "mailboxes") == "1 mailbox"
-    assert texts.count_text(10000, "mailbox", "mailboxes") == "10,000 mailboxes"
+    assert texts.mailbox_count(1) == "1 mailbox"
+    assert texts.mailbox_count(10000) == "10,000 mailboxes"
