@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -249,26 +250,42 @@ def reauthorise(args: argparse.Namespace) -> int:
     return _link(args)
 
 
-def reset(args: argparse.Namespace) -> int:
-    """Reset the link status of a mailbox whose link failed."""
+def _confirmed_change(
+    args: argparse.Namespace,
+    address: str,
+    question: Callable[[Any], str],
+    change: Callable[[Any, Any], object],
+    done: Callable[[Any], str],
+) -> int:
+    """Find a mailbox, ask before changing it (or take ``--yes``), then change it."""
     from qargo_desktop.core.linking import MailboxLinker
 
     with _context(args) as context:
         linker = MailboxLinker(context.services)
         try:
             context.services.sign_in_silently()
-            mailbox = linker.find(args.mailbox)
-            question = (
-                f"Reset the API link status of {mailbox.address}? Qargo forgets the failed "
-                "link and the mailbox becomes Unlinked, ready to authorise again."
-            )
-            if not _confirm(question, args.yes):
+            mailbox = linker.find(address)
+            if not _confirm(question(mailbox), args.yes):
                 return ExitCode.CANCELLED
-            linker.reset(mailbox)
+            change(linker, mailbox)
         except QargoError as exc:
             return _fail(exc)
-        _say(f"{mailbox.address} is now Unlinked.")
+        _say(done(mailbox))
         return ExitCode.OK
+
+
+def reset(args: argparse.Namespace) -> int:
+    """Reset the link status of a mailbox whose link failed."""
+    return _confirmed_change(
+        args,
+        args.mailbox,
+        lambda mailbox: (
+            f"Reset the API link status of {mailbox.address}? Qargo forgets the failed "
+            "link and the mailbox becomes Unlinked, ready to authorise again."
+        ),
+        lambda linker, mailbox: linker.reset(mailbox),
+        lambda mailbox: f"{mailbox.address} is now Unlinked.",
+    )
 
 
 def add(args: argparse.Namespace) -> int:
@@ -287,24 +304,16 @@ def add(args: argparse.Namespace) -> int:
 
 def remove(args: argparse.Namespace) -> int:
     """Remove a mailbox."""
-    from qargo_desktop.core.linking import MailboxLinker
-
-    with _context(args) as context:
-        linker = MailboxLinker(context.services)
-        try:
-            context.services.sign_in_silently()
-            mailbox = linker.find(args.address)
-            question = (
-                f"Remove {mailbox.address} from the organisation? Qargo stops using this "
-                "mailbox's mail."
-            )
-            if not _confirm(question, args.yes):
-                return ExitCode.CANCELLED
-            linker.remove(mailbox)
-        except QargoError as exc:
-            return _fail(exc)
-        _say(f"Removed {mailbox.address}.")
-        return ExitCode.OK
+    return _confirmed_change(
+        args,
+        args.address,
+        lambda mailbox: (
+            f"Remove {mailbox.address} from the organisation? Qargo stops using this "
+            "mailbox's mail."
+        ),
+        lambda linker, mailbox: linker.remove(mailbox),
+        lambda mailbox: f"Removed {mailbox.address}.",
+    )
 
 
 def selftest(args: argparse.Namespace) -> int:

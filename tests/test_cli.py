@@ -166,3 +166,46 @@ def test_an_unexpected_error_in_a_command_is_saved_as_a_crash_report(
     assert "The crash report was saved as" in err and "eyJhbGciOiJSUzI1NiJ9" not in err
     # The hooks are given back when the command ends.
     assert (sys.excepthook, threading.excepthook) == hooks
+
+
+def test_link_lifecycle_from_the_command_line(
+    served_sandbox: tuple[dict[str, object], Path, dict[str, str]],
+) -> None:
+    _ready, config, env = served_sandbox
+    if not _has_real_keyring(env):
+        pytest.skip("no Secret Service keyring here: run the suite through scripts/test")
+    env["BROWSER"] = f"{PYTHON} -m qargo_desktop.sandbox.browser %s"
+    conf = ["--config", str(config)]
+    assert _cli("signin", *conf, env=env).returncode == 0
+    red = json.loads(_cli("mailboxes", "--status", "link_failed", "--json", *conf, env=env).stdout)
+    address = red[0]["address"]
+
+    # Without a terminal, only --yes confirms a reset.
+    refused = _cli("reset", "--mailbox", address, *conf, env=env)
+    assert refused.returncode == 7 and "--yes" in refused.stderr
+    assert _cli("reset", "--mailbox", address, "--yes", *conf, env=env).returncode == 0
+
+    # Authorise as the mailbox (the browser picks the preselected login_hint account).
+    linked = _cli("authorise", "--mailbox", address, *conf, env=env)
+    assert linked.returncode == 0, linked.stderr
+    assert f"{address} is linked" in linked.stderr
+
+    # The browser signs in someone else: refused, named, and the exit code says so.
+    wrong_env = dict(env, QARGO_SANDBOX_BROWSER_ACCOUNT="dispatcher@northwind-haulage.example")
+    wrong = _cli("reauthorise", "--mailbox", address, *conf, env=wrong_env)
+    assert wrong.returncode == 5
+    assert "dispatcher@northwind-haulage.example" in wrong.stderr and address in wrong.stderr
+
+    # A fresh mailbox declined in the browser.
+    assert _cli("add", "New.Desk@Northwind-Haulage.example", *conf, env=env).returncode == 0
+    duplicate = _cli("add", "new.desk@northwind-haulage.example", *conf, env=env)
+    assert duplicate.returncode == 6
+    declined_env = dict(env, QARGO_SANDBOX_BROWSER_ACTION="decline")
+    declined = _cli("authorise", "--mailbox", "new.desk@northwind-haulage.example", *conf,
+                    env=declined_env)  # fmt: skip
+    assert declined.returncode == 4, declined.stderr
+    assert _cli("remove", "new.desk@northwind-haulage.example", "--yes", *conf,
+                env=env).returncode == 0  # fmt: skip
+    gone = json.loads(_cli("mailboxes", "--json", *conf, env=env).stdout)
+    assert "new.desk@northwind-haulage.example" not in {m["address"] for m in gone}
+    assert "eyJ" not in linked.stdout + linked.stderr + wrong.stderr
