@@ -22,12 +22,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msal
+import msal.exceptions
 import requests
 
 from qargo_desktop.core.errors import (
     Cancelled,
     DeadlineExceeded,
     IdentityError,
+    NetworkError,
     QargoError,
     SignInRequired,
     advice_for,
@@ -230,9 +232,12 @@ class IdentityClient:
                         instance_discovery=self._validate_authority,
                         validate_authority=self._validate_authority,
                         timeout=self._timeout,
+                        http_cache=_NoReplayCache(),
                     )
                 except requests.RequestException as exc:
                     raise network_error(exc, service="Microsoft sign-in") from exc
+                except msal.exceptions.MsalServiceError as exc:
+                    raise _server_error(exc) from exc
                 except ValueError as exc:
                     # MSAL raises ValueError for an unreachable or invalid authority.
                     raise IdentityError(
@@ -292,6 +297,15 @@ class IdentityClient:
                 )
             except requests.RequestException as exc:
                 raise network_error(exc, service="Microsoft sign-in") from exc
+            except msal.exceptions.MsalServiceError as exc:
+                raise _server_error(exc) from exc
+            except ValueError as exc:
+                # An answer that is not JSON (a proxy's error page, a cut-off body).
+                raise network_error(exc, service="Microsoft sign-in") from exc
+            except Exception as exc:
+                # MSAL trips over answers it did not expect (a refresh token that is not a
+                # string fails an assert on every later refresh): never let that escape raw.
+                raise _unusable(exc) from exc
         if result is None:
             return None
         # A silent result carries no id token claims: the account says who it is.
@@ -358,9 +372,13 @@ class IdentityClient:
                     raise
                 except requests.RequestException as exc:
                     raise network_error(exc, service="Microsoft sign-in") from exc
+                except msal.exceptions.MsalServiceError as exc:
+                    raise _server_error(exc) from exc
                 except ValueError as exc:
                     # MSAL reports a state mismatch and similar protocol faults this way.
                     raise IdentityError("invalid_response", str(exc)) from exc
+                except Exception as exc:
+                    raise _unusable(exc) from exc
             # The token exchange wrote to the in-memory cache; persist it under the lock.
             with self._store.transaction():
                 pass
@@ -560,9 +578,11 @@ class IdentityClient:
         self, result: dict[str, Any], started: float, how: str, *, username: str = ""
     ) -> TokenResult:
         elapsed_ms = (time.monotonic() - started) * 1000
-        if "access_token" not in result:
+        access_token = result.get("access_token")
+        if not isinstance(access_token, str) or not access_token:
+            # No token, or not one (null, a number): never hand "None" on as a bearer token.
             error = IdentityError(
-                str(result.get("error") or "unknown_error"),
+                str(result.get("error") or "invalid_response"),
                 result.get("error_description"),
                 correlation_id=result.get("correlation_id"),
                 claims=result.get("claims"),
@@ -593,6 +613,30 @@ class IdentityClient:
             scopes=tuple(str(result.get("scope") or "").split()),
             id_claims=dict(claims),
         )
+
+
+class _NoReplayCache(dict[str, Any]):
+    """An HTTP cache for MSAL that keeps nothing.
+
+    MSAL replays a token endpoint's 429 or 5xx to every later request with the same key
+    for as long as ``Retry-After`` says (up to an hour), and its key for redeeming an
+    authorization code leaves the code out: one transient error would fail every
+    interactive sign-in after it without asking the server, each after a full round trip
+    through the browser. The app's own retry policy already honours ``Retry-After``.
+    """
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        return
+
+
+def _server_error(exc: Exception) -> NetworkError:
+    """MSAL raises, instead of returning an error, when the token endpoint answers 5xx."""
+    return NetworkError(f"Microsoft sign-in: {exc}", key="net:unavailable", code="unavailable")
+
+
+def _unusable(exc: Exception) -> IdentityError:
+    log.warning("MSAL could not use the sign-in service's answer: %s", type(exc).__name__)
+    return IdentityError("invalid_response", f"The answer could not be used ({type(exc).__name__})")
 
 
 def _account(raw: dict[str, Any]) -> Account:

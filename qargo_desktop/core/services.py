@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from qargo_desktop.core.api import Me, Organisation, OrganisationClient
-from qargo_desktop.core.errors import IdentityError, QargoError, SignInRequired
+from qargo_desktop.core.errors import IdentityError, NextStep, QargoError, SignInRequired
 from qargo_desktop.core.identity import (
     CacheStore,
     DeviceFlow,
@@ -119,6 +119,10 @@ class Services:
                 self.endpoints.admin_scopes, username=self._username, force_refresh=force_refresh
             )
         except IdentityError as exc:
+            if exc.advice.next_step is NextStep.RETRY_LATER:
+                # A busy or briefly unavailable sign-in service: the saved sign-in is still
+                # good, and signing in again would not help.
+                raise
             raise SignInRequired(
                 "the saved sign-in was refused", key=exc.key, code=exc.code,
                 correlation_id=exc.correlation_id,
