@@ -44,6 +44,8 @@ class LinkActions(QObject):
         super().__init__(window)
         self._window = window
         self._running: dict[str, TaskHandle] = {}
+        self._linker_for: object | None = None
+        self._cached_linker: MailboxLinker | None = None
         self._dialogs: dict[str, dialogs.SignInWaitDialog] = {}
         self._device_dialogs: dict[str, DeviceCodeDialog] = {}
         self._claims: dict[str, str] = {}
@@ -67,7 +69,14 @@ class LinkActions(QObject):
         from qargo_desktop.core.linking import MailboxLinker
 
         services = self._window.services
-        return MailboxLinker(services) if services is not None else None
+        if services is None:
+            return None
+        # One linker per session: it remembers attempt endings the API did not hear yet
+        # and records them with the next operation.
+        if self._linker_for is not services:
+            self._linker_for = services
+            self._cached_linker = MailboxLinker(services)
+        return self._cached_linker
 
     def _start(
         self,
