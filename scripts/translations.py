@@ -6,8 +6,9 @@
 ``update``:
 
 1. writes ``resources/translations/core_words.py`` from the core's tables (the state words
-   of ``core/presentation.py`` and the advice of ``core/errors.py``), so the extraction
-   tool sees the words the window translates at display time;
+   of ``core/presentation.py``, the advice of ``core/errors.py``, and the step titles and
+   verdict labels of ``core/selftest.py``), so the extraction tool sees the words the
+   window translates at display time;
 2. runs ``pyside6-lupdate`` over ``qargo_desktop/ui`` and that file into every
    ``resources/translations/qargo_desktop_<language>.ts`` (English gets only the plural
    forms), keeping every translation already made;
@@ -44,9 +45,10 @@ LANGUAGES = {"en": "en_GB", "nl": "nl_NL", "fr": "fr_FR"}
 CORE_WORDS_HEADER = '''\
 """The core's English words, marked for Qt's extraction tool: generated, do not edit.
 
-scripts/update-translations writes this file from core/presentation.py (context "status")
-and core/errors.py (context "advice"). The core imports no Qt; the window translates these
-words when it shows them (qargo_desktop/ui/texts.py). Nothing imports this file.
+scripts/update-translations writes this file from core/presentation.py (context "status"),
+core/errors.py (context "advice") and core/selftest.py (context "selftest"). The core imports
+no Qt; the window translates these words when it shows them (qargo_desktop/ui/texts.py and
+qargo_desktop/ui/selftest_dialog.py). Nothing imports this file.
 """
 
 # ruff: noqa: E501
@@ -72,6 +74,7 @@ def core_words() -> dict[str, list[str]]:
     sys.path.insert(0, str(ROOT))
     from qargo_desktop.core.errors import ADVICE, advice_for
     from qargo_desktop.core.presentation import STATUS_TEXT
+    from qargo_desktop.core.selftest import STEPS, Verdict
 
     status: list[str] = []
     for text in STATUS_TEXT.values():
@@ -79,9 +82,12 @@ def core_words() -> dict[str, list[str]]:
     advice: list[str] = []
     for entry in [*ADVICE.values(), advice_for(None)]:
         advice += [entry.summary, entry.detail]
+    # The self-test's fixed words; its messages are worded at run time and stay English.
+    selftest = [step.title for step in STEPS] + [verdict.label for verdict in Verdict]
     return {
         "status": list(dict.fromkeys(w for w in status if w)),
         "advice": list(dict.fromkeys(w for w in advice if w)),
+        "selftest": list(dict.fromkeys(w for w in selftest if w)),
     }
 
 

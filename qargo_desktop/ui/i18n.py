@@ -6,10 +6,13 @@ files in ``resources/translations``, built from the ``.ts`` sources there by
 ``scripts/update-translations``. English has a catalogue too: it holds only the plural
 forms (``%n mailbox(es)`` -> ``1 mailbox`` / ``2 mailboxes``), as Qt intends.
 
-The core imports no Qt, so its words (state labels, error advice) stay English there. The
-window translates them when it shows them, by looking their English text up in the
-catalogue under the contexts ``status`` and ``advice`` (see :mod:`qargo_desktop.ui.texts`);
-``resources/translations/core_words.py`` marks them for the extraction tool.
+The core imports no Qt, so its words (state labels, error advice, the self-test's step
+titles and verdicts) stay English there. The window translates them when it shows them, by
+looking their English text up in the catalogue under the contexts ``status``, ``advice``
+and ``selftest`` (see :mod:`qargo_desktop.ui.texts` and
+:mod:`qargo_desktop.ui.selftest_dialog`); ``resources/translations/core_words.py`` marks
+them for the extraction tool. Sentences the core words at run time (a self-test step's
+message, a verdict's summary and advice) stay English.
 
 The language comes from the ``language`` setting, else from the system's preferred
 languages, else British English. Numbers, dates and times follow the locale of that

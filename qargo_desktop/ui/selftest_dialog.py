@@ -3,6 +3,12 @@
 The test itself is :mod:`qargo_desktop.core.selftest`; this dialog runs it through the
 window's task runner, shows each step as it happens, and offers Cancel, Run again, Copy
 report and Save report (text or JSON).
+
+Its words are translated like the rest of the window's (context ``SelfTestDialog``). The
+step titles and verdict labels are the core's fixed English words, translated when they
+are shown (context ``selftest``, marked in ``resources/translations/core_words.py``). What
+the core words at run time (each step's message, the summary and the advice of a verdict)
+stays English, as the saved report does.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QRectF, QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QCoreApplication, QEvent, QRectF, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFont, QGuiApplication, QPainter, QPaintEvent, QPen
 from PySide6.QtWidgets import (
     QDialog,
@@ -43,6 +49,8 @@ from qargo_desktop.core.selftest import (
     run_selftest,
     save_report,
 )
+from qargo_desktop.ui import texts
+from qargo_desktop.ui.i18n import app_locale, translatable
 from qargo_desktop.ui.tasks import Progress, TaskHandle, was_reported
 from qargo_desktop.ui.theme import MessageLevel, Theme
 
@@ -52,14 +60,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+translate = QCoreApplication.translate
+
 # A symbol and a word per step state: colour never stands alone.
 _STATE_SYMBOL = {
-    StepState.PENDING: ("·", "Waiting"),
-    StepState.RUNNING: ("…", "Running"),
-    StepState.PASSED: ("✔", "Passed"),
-    StepState.WARNING: ("⚠", "Warning"),
-    StepState.FAILED: ("✖", "Failed"),
-    StepState.SKIPPED: ("-", "Skipped"),
+    StepState.PENDING: ("·", translatable("SelfTestDialog", "Waiting")),
+    StepState.RUNNING: ("…", translatable("SelfTestDialog", "Running")),
+    StepState.PASSED: ("✔", translatable("SelfTestDialog", "Passed")),
+    StepState.WARNING: ("⚠", translatable("SelfTestDialog", "Warning")),
+    StepState.FAILED: ("✖", translatable("SelfTestDialog", "Failed")),
+    StepState.SKIPPED: ("-", translatable("SelfTestDialog", "Skipped")),
 }
 
 _STATE_COLOUR = {
@@ -77,7 +87,36 @@ _VERDICT_LEVEL = {
     Verdict.CANCELLED: MessageLevel.WARNING,
 }
 
-_LEG_LABELS = {"submission": "Submission", "delivery": "Delivery", "sync": "Qargo sync"}
+_LEG_LABELS = {
+    "submission": translatable("SelfTestDialog", "Submission"),
+    "delivery": translatable("SelfTestDialog", "Delivery"),
+    "sync": translatable("SelfTestDialog", "Qargo sync"),
+}
+
+
+def step_title(step: StepId) -> str:
+    """What a step does, in the window's language (the core words it in English)."""
+    return translate("selftest", step.title)
+
+
+def verdict_label(verdict: Verdict) -> str:
+    """The verdict in a word or two, in the window's language."""
+    return translate("selftest", verdict.label)
+
+
+def _state_word(state: StepState) -> str:
+    return translate("SelfTestDialog", _STATE_SYMBOL[state][1])
+
+
+def _leg_label(name: str) -> str:
+    label = _LEG_LABELS.get(name)
+    return translate("SelfTestDialog", label) if label is not None else name
+
+
+def _seconds(value: float, decimals: int = 1) -> str:
+    """A duration in seconds with the locale's decimal sign: ``2.5 s``, ``2,5 s``."""
+    amount = app_locale().toString(float(value), "f", decimals)
+    return translate("SelfTestDialog", "{seconds} s", "a duration").format(seconds=amount)
 
 
 class TimelineChart(QWidget):
@@ -87,21 +126,39 @@ class TimelineChart(QWidget):
         super().__init__(parent)
         self._theme = theme
         self._legs: tuple[Leg, ...] = ()
-        self.setAccessibleName("Timeline of the test message")
         self.setMinimumHeight(96)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self._retranslate()
 
     def set_legs(self, legs: tuple[Leg, ...]) -> None:
         """Show these legs (an empty tuple clears the chart)."""
         self._legs = legs
+        self._retranslate()
+        self.update()
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 (Qt name)
+        """Put the words up again when the language changes."""
+        if event.type() == QEvent.Type.LanguageChange:
+            self._retranslate()
+            self.update()
+        super().changeEvent(event)
+
+    def _retranslate(self) -> None:
+        self.setAccessibleName(translate("SelfTestDialog", "Timeline of the test message"))
         self.setAccessibleDescription(
             "; ".join(
-                f"{_LEG_LABELS.get(leg.name, leg.name)}: "
-                + (f"{leg.duration_s:.1f} s" if leg.duration_s is not None else "did not end")
-                for leg in legs
+                translate("SelfTestDialog", "{leg}: {duration}").format(
+                    leg=_leg_label(leg.name), duration=self._duration(leg)
+                )
+                for leg in self._legs
             )
         )
-        self.update()
+
+    @staticmethod
+    def _duration(leg: Leg) -> str:
+        if leg.duration_s is None:
+            return translate("SelfTestDialog", "did not end")
+        return _seconds(leg.duration_s)
 
     def sizeHint(self) -> QSize:  # noqa: N802 (Qt name)
         """Room for three rows and an axis."""
@@ -114,9 +171,17 @@ class TimelineChart(QWidget):
         text_colour = self.palette().windowText().color()
         if not self._legs:
             painter.setPen(text_colour)
-            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "No timings yet")
+            painter.drawText(
+                self.rect(),
+                Qt.AlignmentFlag.AlignCenter,
+                translate("SelfTestDialog", "No timings yet"),
+            )
             return
-        label_width = 90
+        # Room for the longest leg's name: some languages need more than English.
+        names = [
+            painter.fontMetrics().horizontalAdvance(_leg_label(leg.name)) for leg in self._legs
+        ]
+        label_width = max(90, max(names) + 12)
         right = self.width() - 70
         span = max((leg.start_s or 0.0) + (leg.duration_s or 0.0) for leg in self._legs) or 1.0
         if any(leg.duration_s is None for leg in self._legs):
@@ -130,7 +195,7 @@ class TimelineChart(QWidget):
             painter.drawText(
                 QRectF(0, top, label_width - 6, row_height - 4),
                 Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight,
-                _LEG_LABELS.get(leg.name, leg.name),
+                _leg_label(leg.name),
             )
             status = _STATE_COLOUR.get(leg.state, LinkStatus.UNLINKED)
             pair = self._theme.colours(status)
@@ -145,13 +210,13 @@ class TimelineChart(QWidget):
                 painter.drawText(
                     QRectF(start + 4, top, width - 4, row_height - 4),
                     Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft,
-                    "did not end",
+                    self._duration(leg),
                 )
                 continue
             width = max(3.0, leg.duration_s * scale)
             painter.setPen(QPen(QColor(pair.foreground), 1))
             painter.setBrush(QColor(pair.foreground))
-            caption = f"{leg.duration_s:.1f} s"
+            caption = _seconds(leg.duration_s)
             painter.drawRoundedRect(QRectF(start, top + 3, width, row_height - 10), 3, 3)
             painter.setPen(text_colour)
             painter.drawText(
@@ -165,9 +230,11 @@ class TimelineChart(QWidget):
         painter.drawText(
             QRectF(right - 60, axis_y, 60, 14),
             Qt.AlignmentFlag.AlignRight,
-            f"{span:.1f} s",
+            _seconds(span),
         )
-        painter.drawText(QRectF(label_width, axis_y, 60, 14), Qt.AlignmentFlag.AlignLeft, "0 s")
+        painter.drawText(
+            QRectF(label_width, axis_y, 60, 14), Qt.AlignmentFlag.AlignLeft, _seconds(0, 0)
+        )
 
 
 class SelfTestDialog(QDialog):
@@ -203,37 +270,34 @@ class SelfTestDialog(QDialog):
         self._opener = opener
         self._handle: TaskHandle | None = None
         self._started = 0.0
+        self._cancelling = False
         self.report: SelfTestReport | None = None
+        # What the dialog shows, kept to word it again when the language changes.
+        self._shown: dict[StepId, StepReport] = {}
+        self._sign_in_link: str | None = None
+        self._error: BaseException | None = None
 
-        self.setWindowTitle(f"Test {mailbox.address}")
         self.setMinimumWidth(760)
         layout = QVBoxLayout(self)
 
-        self.heading = QLabel(f"Send and receive test of {mailbox.address}", self)
+        self.heading = QLabel(self)
         font = QFont(self.heading.font())
         font.setBold(True)
         font.setPointSizeF(font.pointSizeF() * 1.15)
         self.heading.setFont(font)
-        intro = QLabel(
-            "Sends one test message from the mailbox to itself, waits for it to arrive and "
-            "for Qargo's sync to see it, then deletes it.",
-            self,
-        )
-        intro.setWordWrap(True)
+        self.intro = QLabel(self)
+        self.intro.setWordWrap(True)
         self.elapsed = QLabel(self)
-        self.elapsed.setAccessibleName("Elapsed time")
 
         self.steps = QTreeWidget(self)
-        self.steps.setAccessibleName("Test steps")
         self.steps.setColumnCount(4)
-        self.steps.setHeaderLabels(["", "Step", "Time", "What happened"])
         self.steps.setRootIsDecorated(False)
         self.steps.setUniformRowHeights(True)
         self.steps.setSelectionMode(QTreeWidget.SelectionMode.NoSelection)
         self.steps.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self._items: dict[StepId, QTreeWidgetItem] = {}
         for step in STEPS:
-            item = QTreeWidgetItem(["", step.title, "", ""])
+            item = QTreeWidgetItem(["", step_title(step), "", ""])
             self.steps.addTopLevelItem(item)
             self._items[step] = item
         for column, width in ((0, 28), (1, 320), (2, 60)):
@@ -243,27 +307,34 @@ class SelfTestDialog(QDialog):
         self.verdict = QLabel(self)
         self.verdict.setWordWrap(True)
         self.verdict.setTextFormat(Qt.TextFormat.PlainText)
-        self.verdict.setAccessibleName("Verdict")
         self.verdict.setMargin(8)
         self.chart = TimelineChart(theme, self)
         self._build_buttons()
 
-        for widget in (self.heading, intro, self.elapsed, self.steps, self.verdict, self.chart):
+        for widget in (
+            self.heading,
+            self.intro,
+            self.elapsed,
+            self.steps,
+            self.verdict,
+            self.chart,
+        ):
             layout.addWidget(widget)
         layout.addWidget(self.buttons)
 
         self._timer = QTimer(self)
         self._timer.setInterval(250)
         self._timer.timeout.connect(self._on_tick)
+        self._retranslate()
         self._set_running(False)
 
     def _build_buttons(self) -> None:
         self.buttons = QDialogButtonBox(self)
-        self.cancel_button = QPushButton("Cancel", self)
-        self.again_button = QPushButton("&Run again", self)
-        self.copy_button = QPushButton("&Copy report", self)
-        self.save_button = QPushButton("&Save report...", self)
-        self.close_button = QPushButton("Close", self)
+        self.cancel_button = QPushButton(self)
+        self.again_button = QPushButton(self)
+        self.copy_button = QPushButton(self)
+        self.save_button = QPushButton(self)
+        self.close_button = QPushButton(self)
         for button, role in (
             (self.cancel_button, QDialogButtonBox.ButtonRole.RejectRole),
             (self.again_button, QDialogButtonBox.ButtonRole.ActionRole),
@@ -291,6 +362,9 @@ class SelfTestDialog(QDialog):
         if self.running:
             return
         self.report = None
+        self._error = None
+        self._cancelling = False
+        self._sign_in_link = None
         for step, item in self._items.items():
             self._show_step(StepReport(step, StepState.PENDING, 0.0, ""), item)
         self.verdict.clear()
@@ -343,8 +417,9 @@ class SelfTestDialog(QDialog):
         """Stop the run; the core cleans up what it already did."""
         if self._handle is not None:
             self._handle.cancel()
+            self._cancelling = True
             self.cancel_button.setEnabled(False)
-            self.elapsed.setText("Cancelling...")
+            self._show_elapsed()
 
     def _on_progress(self, value: object) -> None:
         if not isinstance(value, tuple):
@@ -354,11 +429,20 @@ class SelfTestDialog(QDialog):
             self._show_step(payload, self._items[payload.id])
         elif kind == "auth_uri":
             self.sign_in_link_offered.emit(str(payload))
-            self._items[StepId.TOKEN].setText(
-                3,
+            self._sign_in_link = str(payload)
+            self._show_sign_in_link()
+
+    def _show_sign_in_link(self) -> None:
+        if self._sign_in_link is None:
+            return
+        self._items[StepId.TOKEN].setText(
+            3,
+            translate(
+                "SelfTestDialog",
                 "Sign in as the mailbox in your browser. If it did not open, copy this link "
-                f"into a private window: {payload}",
-            )
+                "into a private window: {link}",
+            ).format(link=self._sign_in_link),
+        )
 
     def _on_finished(self, result: Any, error: BaseException | None) -> None:
         self._handle = None
@@ -368,7 +452,8 @@ class SelfTestDialog(QDialog):
             # run_selftest reports service failures in its report; this is a bug.
             if not was_reported(error):  # the crash report has it already
                 log.error("The self-test stopped unexpectedly", exc_info=error)
-            self.verdict.setText(f"The test stopped unexpectedly: {error}")
+            self._error = error
+            self._show_error()
             return
         assert isinstance(result, SelfTestReport)
         self.report = result
@@ -377,18 +462,23 @@ class SelfTestDialog(QDialog):
             self._show_step(step, self._items[step.id])
         self._show_verdict(result)
         self.chart.set_legs(result.legs)
-        self.elapsed.setText(f"Finished in {result.duration_s:.1f} s")
+        self._show_elapsed()
         self.finished_with.emit(result)
 
     def _show_step(self, step: StepReport, item: QTreeWidgetItem) -> None:
-        symbol, word = _STATE_SYMBOL[step.state]
-        item.setText(0, symbol)
+        self._shown[step.id] = step
+        if step.id is StepId.TOKEN:
+            self._sign_in_link = None  # the step's own words replace the link
+        word = _state_word(step.state)
+        item.setText(0, _STATE_SYMBOL[step.state][0])
         item.setToolTip(0, word)
         item.setData(0, Qt.ItemDataRole.AccessibleTextRole, word)
-        item.setText(2, f"{step.elapsed_s:.1f} s" if step.state is not StepState.PENDING else "")
+        item.setText(1, step_title(step.id))
+        item.setText(2, _seconds(step.elapsed_s) if step.state is not StepState.PENDING else "")
+        # The message is worded at run time, in English; the advice is the core's fixed words.
         message = step.message
         if step.advice is not None and step.state in (StepState.FAILED, StepState.WARNING):
-            message = f"{message} {step.advice.summary}".strip()
+            message = f"{message} {texts.advice_summary(step.advice)}".strip()
         item.setText(3, message)
         item.setToolTip(3, message)
         status = _STATE_COLOUR.get(step.state)
@@ -396,12 +486,21 @@ class SelfTestDialog(QDialog):
         for column in range(4):
             if status is not None:
                 item.setForeground(column, colour)
-        item.setData(1, Qt.ItemDataRole.AccessibleTextRole, f"{step.id.title}: {word}")
+        item.setData(
+            1,
+            Qt.ItemDataRole.AccessibleTextRole,
+            translate("SelfTestDialog", "{step}: {state}").format(
+                step=step_title(step.id), state=word
+            ),
+        )
 
     def _show_verdict(self, report: SelfTestReport) -> None:
         pair = self._theme.message_colours(_VERDICT_LEVEL[report.verdict])
-        lines = [f"{report.verdict.label}: {report.summary}", *report.advice]
-        self.verdict.setText("\n".join(lines))
+        # The summary and the advice are worded at run time, in English, like the report.
+        heading = translate("SelfTestDialog", "{verdict}: {summary}").format(
+            verdict=verdict_label(report.verdict), summary=report.summary
+        )
+        self.verdict.setText("\n".join([heading, *report.advice]))
         self.verdict.setStyleSheet(
             f"QLabel {{ color: {pair.foreground}; background: {pair.background}; "
             "border-radius: 4px; }"
@@ -415,9 +514,30 @@ class SelfTestDialog(QDialog):
             width = max(self.width(), self.minimumWidth())
             self.resize(width, max(self.height(), layout.heightForWidth(width)))
 
-    def _on_tick(self) -> None:
+    def _show_error(self) -> None:
+        if self._error is not None:
+            self.verdict.setText(
+                translate("SelfTestDialog", "The test stopped unexpectedly: {problem}").format(
+                    problem=self._error
+                )
+            )
+
+    def _show_elapsed(self) -> None:
         if self.running:
-            self.elapsed.setText(f"Running for {time.monotonic() - self._started:.0f} s")
+            if self._cancelling:
+                self.elapsed.setText(translate("SelfTestDialog", "Cancelling..."))
+            else:
+                seconds = round(time.monotonic() - self._started)
+                self.elapsed.setText(translate("SelfTestDialog", "Running for %n s", None, seconds))
+        elif self.report is not None:
+            self.elapsed.setText(
+                translate("SelfTestDialog", "Finished in {duration}").format(
+                    duration=_seconds(self.report.duration_s)
+                )
+            )
+
+    def _on_tick(self) -> None:
+        self._show_elapsed()
 
     def _set_running(self, running: bool) -> None:
         self.cancel_button.setVisible(running)
@@ -443,10 +563,13 @@ class SelfTestDialog(QDialog):
         stamp = self.report.started_at.strftime("%Y%m%d-%H%M%S")
         suggested = f"selftest-{self.mailbox.address}-{stamp}.txt"
         path, chosen = QFileDialog.getSaveFileName(
-            self, "Save self-test report", suggested, "Text (*.txt);;JSON (*.json)"
+            self,
+            translate("SelfTestDialog", "Save self-test report"),
+            suggested,
+            translate("SelfTestDialog", "Text (*.txt);;JSON (*.json)"),
         )
         if path:
-            self.write_report(Path(path), as_json=path.endswith(".json") or "JSON" in chosen)
+            self.write_report(Path(path), as_json=path.endswith(".json") or "*.json" in chosen)
 
     def write_report(self, path: Path, *, as_json: bool) -> None:
         """Write the report to ``path`` as text or JSON."""
@@ -455,6 +578,66 @@ class SelfTestDialog(QDialog):
         text = self.report.to_json() if as_json else self.report.to_text()
         path.write_text(text, encoding="utf-8")
         log.info("Saved a self-test report of %s", self.mailbox.address)
+
+    # -- words --------------------------------------------------------------------------
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 (Qt name)
+        """Put the words up again when the language changes."""
+        if event.type() == QEvent.Type.LanguageChange:
+            self._retranslate()
+        super().changeEvent(event)
+
+    def _retranslate(self) -> None:
+        """Set every word the dialog shows, in the language installed now."""
+        if not hasattr(self, "_timer"):
+            return  # Qt can send LanguageChange while the dialog is still being built
+        address = self.mailbox.address
+        self.setWindowTitle(translate("SelfTestDialog", "Test {address}").format(address=address))
+        self.heading.setText(
+            translate("SelfTestDialog", "Send and receive test of {address}").format(
+                address=address
+            )
+        )
+        self.intro.setText(
+            translate(
+                "SelfTestDialog",
+                "Sends one test message from the mailbox to itself, waits for it to arrive "
+                "and for Qargo's sync to see it, then deletes it.",
+            )
+        )
+        self.elapsed.setAccessibleName(translate("SelfTestDialog", "Elapsed time"))
+        self.steps.setAccessibleName(translate("SelfTestDialog", "Test steps"))
+        self.steps.setHeaderLabels(
+            [
+                "",
+                translate("SelfTestDialog", "Step"),
+                translate("SelfTestDialog", "Time"),
+                translate("SelfTestDialog", "What happened"),
+            ]
+        )
+        self.verdict.setAccessibleName(translate("SelfTestDialog", "Verdict"))
+        self.cancel_button.setText(translate("SelfTestDialog", "Cancel"))
+        self.again_button.setText(translate("SelfTestDialog", "&Run again"))
+        self.copy_button.setText(translate("SelfTestDialog", "&Copy report"))
+        self.save_button.setText(translate("SelfTestDialog", "&Save report..."))
+        self.close_button.setText(translate("SelfTestDialog", "Close"))
+        link = self._sign_in_link
+        for step, item in self._items.items():
+            shown = self._shown.get(step)
+            if shown is None:
+                item.setText(1, step_title(step))
+            else:
+                self._show_step(shown, item)
+        # The step titles get the room they need in the language shown.
+        self.steps.setColumnWidth(1, max(320, self.steps.sizeHintForColumn(1) + 8))
+        if link is not None:
+            self._sign_in_link = link
+            self._show_sign_in_link()
+        if self.report is not None:
+            self._show_verdict(self.report)
+        else:
+            self._show_error()
+        self._show_elapsed()
 
     # -- closing ------------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """The core's English words, marked for Qt's extraction tool: generated, do not edit.
 
-scripts/update-translations writes this file from core/presentation.py (context "status")
-and core/errors.py (context "advice"). The core imports no Qt; the window translates these
-words when it shows them (qargo_desktop/ui/texts.py). Nothing imports this file.
+scripts/update-translations writes this file from core/presentation.py (context "status"),
+core/errors.py (context "advice") and core/selftest.py (context "selftest"). The core imports
+no Qt; the window translates these words when it shows them (qargo_desktop/ui/texts.py and
+qargo_desktop/ui/selftest_dialog.py). Nothing imports this file.
 """
 
 # ruff: noqa: E501
@@ -178,4 +179,16 @@ QT_TRANSLATE_NOOP("advice", "Another sign-in is already waiting in the browser."
 QT_TRANSLATE_NOOP("advice", "Finish or cancel it first.")
 QT_TRANSLATE_NOOP("advice", "Something went wrong that the app does not recognise.")
 QT_TRANSLATE_NOOP("advice", "Contact Qargo Support with the error code and correlation id shown.")
+
+QT_TRANSLATE_NOOP("selftest", "Reach Qargo, Microsoft sign-in and Microsoft Graph")
+QT_TRANSLATE_NOOP("selftest", "Sign in as the mailbox")
+QT_TRANSLATE_NOOP("selftest", "Send a test message to the mailbox itself")
+QT_TRANSLATE_NOOP("selftest", "Wait for it to arrive")
+QT_TRANSLATE_NOOP("selftest", "Wait for Qargo's sync to see it")
+QT_TRANSLATE_NOOP("selftest", "Delete the test message")
+QT_TRANSLATE_NOOP("selftest", "Passed")
+QT_TRANSLATE_NOOP("selftest", "Passed with warnings")
+QT_TRANSLATE_NOOP("selftest", "Failed")
+QT_TRANSLATE_NOOP("selftest", "Could not run")
+QT_TRANSLATE_NOOP("selftest", "Cancelled")
 # fmt: on

@@ -39,6 +39,16 @@
     </message>
 </context>
 <context>
+    <name>SelfTestDialog</name>
+    <message numerus="yes">
+        <source>Running for %n s</source>
+        <translation>
+            <numerusform>Running for %n s</numerusform>
+            <numerusform>Running for %n s</numerusform>
+        </translation>
+    </message>
+</context>
+<context>
     <name>texts</name>
     <message numerus="yes">
         <source>%n min ago</source>

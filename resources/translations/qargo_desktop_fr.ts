@@ -308,6 +308,222 @@
         <source>Unknown certificate authority</source>
         <translation>Autorité de certification inconnue</translation>
     </message>
+    <message>
+        <source>The services were not checked: their addresses are not known, or checking was turned off.</source>
+        <translation>Les services n&apos;ont pas été vérifiés&#xa0;: leurs adresses sont inconnues, ou la vérification a été désactivée.</translation>
+    </message>
+    <message>
+        <source>Reachable</source>
+        <translation>Joignable</translation>
+    </message>
+    <message>
+        <source>Not reachable</source>
+        <translation>Injoignable</translation>
+    </message>
+    <message>
+        <source>Not run</source>
+        <translation>Non exécuté</translation>
+    </message>
+    <message>
+        <source>Failed</source>
+        <translation>Échec</translation>
+    </message>
+    <message>
+        <source>Certificate</source>
+        <translation>Certificat</translation>
+    </message>
+    <message>
+        <source>Direct connection</source>
+        <translation>Connexion directe</translation>
+    </message>
+    <message>
+        <source>Proxy</source>
+        <translation>Proxy</translation>
+    </message>
+    <message>
+        <source>Check</source>
+        <translation>Vérification</translation>
+    </message>
+    <message>
+        <source>Result</source>
+        <translation>Résultat</translation>
+    </message>
+    <message>
+        <source>Time</source>
+        <translation>Durée</translation>
+    </message>
+    <message>
+        <source>What it found</source>
+        <translation>Constat</translation>
+    </message>
+    <message>
+        <source>What it means:</source>
+        <translation>Ce que cela signifie&#xa0;:</translation>
+    </message>
+    <message>
+        <source>Setting</source>
+        <translation>Paramètre</translation>
+    </message>
+    <message>
+        <source>{setting} (from {source})</source>
+        <translation>{setting} (source&#xa0;: {source})</translation>
+    </message>
+    <message>
+        <source>Difference</source>
+        <translation>Écart</translation>
+    </message>
+    <message>
+        <source>Measured</source>
+        <translation>Mesuré</translation>
+    </message>
+    <message>
+        <source>{offset:+.1f} s, give or take {uncertainty:.1f} s ({samples} answers)</source>
+        <translation>{offset:+.1f}&#xa0;s, à {uncertainty:.1f}&#xa0;s près ({samples} réponses)</translation>
+    </message>
+    <message>
+        <source>Clock</source>
+        <translation>Horloge</translation>
+    </message>
+    <message>
+        <source>Keyring</source>
+        <translation>Trousseau de clés</translation>
+    </message>
+    <message>
+        <source>Usable</source>
+        <translation>Utilisable</translation>
+    </message>
+    <message>
+        <source>Not usable</source>
+        <translation>Inutilisable</translation>
+    </message>
+    <message>
+        <source>Backend</source>
+        <translation>Back-end</translation>
+    </message>
+    <message>
+        <source>Why</source>
+        <translation>Pourquoi</translation>
+    </message>
+    <message>
+        <source>Your sign-in (admin)</source>
+        <translation>Votre connexion (administrateur)</translation>
+    </message>
+    <message>
+        <source>Mailbox accounts</source>
+        <translation>Comptes des boîtes aux lettres</translation>
+    </message>
+    <message>
+        <source>No saved sign-ins were found.</source>
+        <translation>Aucune connexion enregistrée n&apos;a été trouvée.</translation>
+    </message>
+    <message>
+        <source>State</source>
+        <translation>État</translation>
+    </message>
+    <message>
+        <source>No saved sign-ins yet</source>
+        <translation>Aucune connexion enregistrée pour l&apos;instant</translation>
+    </message>
+    <message>
+        <source>Kept encrypted on disk</source>
+        <translation>Conservé chiffré sur le disque</translation>
+    </message>
+    <message>
+        <source>Kept in memory only, until the app closes</source>
+        <translation>Conservé en mémoire uniquement, jusqu&apos;à la fermeture de l&apos;application</translation>
+    </message>
+    <message>
+        <source>Key kept in</source>
+        <translation>Clé conservée dans</translation>
+    </message>
+    <message>
+        <source>File</source>
+        <translation>Fichier</translation>
+    </message>
+    <message>
+        <source>Accounts</source>
+        <translation>Comptes</translation>
+    </message>
+    <message>
+        <source>none</source>
+        <translation>aucun</translation>
+    </message>
+    <message>
+        <source>expired</source>
+        <translation>expiré</translation>
+    </message>
+    <message>
+        <source>valid</source>
+        <translation>valide</translation>
+    </message>
+    <message>
+        <source>until {time}</source>
+        <translation>jusqu&apos;à {time}</translation>
+    </message>
+    <message>
+        <source>Access for</source>
+        <translation>Accès pour</translation>
+    </message>
+    <message>
+        <source>Sign-in last renewed</source>
+        <translation>Dernier renouvellement de la connexion</translation>
+    </message>
+    <message>
+        <source>not loaded</source>
+        <translation>non chargé</translation>
+    </message>
+    <message>
+        <source>App</source>
+        <translation>Application</translation>
+    </message>
+    <message>
+        <source>Operating system</source>
+        <translation>Système d&apos;exploitation</translation>
+    </message>
+    <message>
+        <source>Versions</source>
+        <translation>Versions</translation>
+    </message>
+    <message>
+        <source>Folders</source>
+        <translation>Dossiers</translation>
+    </message>
+    <message>
+        <source>No warnings or errors in the log.</source>
+        <translation>Aucun avertissement ni aucune erreur dans le journal.</translation>
+    </message>
+    <message>
+        <source>When</source>
+        <translation>Quand</translation>
+    </message>
+    <message>
+        <source>Level</source>
+        <translation>Niveau</translation>
+    </message>
+    <message>
+        <source>What happened (newest first)</source>
+        <translation>Ce qui s&apos;est passé (le plus récent d&apos;abord)</translation>
+    </message>
+    <message>
+        <source>Checking...</source>
+        <translation>Vérification...</translation>
+    </message>
+    <message>
+        <source>Checking: {step}...</source>
+        <translation>Vérification&#xa0;: {step}...</translation>
+    </message>
+    <message>
+        <source>The checks could not run: {problem}</source>
+        <translation>Les vérifications n&apos;ont pas pu être effectuées&#xa0;: {problem}</translation>
+    </message>
+    <message>
+        <source>The checks stopped unexpectedly: {problem}</source>
+        <translation>Les vérifications se sont arrêtées de façon inattendue&#xa0;: {problem}</translation>
+    </message>
+    <message>
+        <source>Not checked yet.</source>
+        <translation>Pas encore vérifié.</translation>
+    </message>
     <message numerus="yes">
         <source>%n problem(s) found</source>
         <translation>
@@ -321,6 +537,134 @@
             <numerusform>Aucun problème, %n avertissement</numerusform>
             <numerusform>Aucun problème, %n avertissements</numerusform>
         </translation>
+    </message>
+    <message>
+        <source>Nothing wrong found</source>
+        <translation>Aucun problème trouvé</translation>
+    </message>
+    <message>
+        <source>{verdict}. Checked {when}, in {seconds:.1f} s.</source>
+        <translation>{verdict}. Vérifié le {when}, en {seconds:.1f}&#xa0;s.</translation>
+    </message>
+    <message>
+        <source>The report was copied.</source>
+        <translation>Le rapport a été copié.</translation>
+    </message>
+    <message>
+        <source>Saving the support bundle...</source>
+        <translation>Enregistrement du dossier d&apos;assistance...</translation>
+    </message>
+    <message>
+        <source>The support bundle could not be saved: {problem}</source>
+        <translation>Impossible d&apos;enregistrer le dossier d&apos;assistance&#xa0;: {problem}</translation>
+    </message>
+    <message>
+        <source>The folder could not be opened. It is {folder}</source>
+        <translation>Impossible d&apos;ouvrir le dossier. Il se trouve ici&#xa0;: {folder}</translation>
+    </message>
+    <message>
+        <source>{app}: diagnostics</source>
+        <translation>{app}&#xa0;: diagnostic</translation>
+    </message>
+    <message>
+        <source>Diagnostics</source>
+        <translation>Diagnostic</translation>
+    </message>
+    <message>
+        <source>Working</source>
+        <translation>Traitement en cours</translation>
+    </message>
+    <message>
+        <source>Findings, worst first</source>
+        <translation>Constats, les plus graves d&apos;abord</translation>
+    </message>
+    <message>
+        <source>The evidence</source>
+        <translation>Les éléments recueillis</translation>
+    </message>
+    <message>
+        <source>Send the support bundle to Qargo Support</source>
+        <translation>Envoyez le dossier d&apos;assistance au support Qargo</translation>
+    </message>
+    <message>
+        <source>&amp;Bundle:</source>
+        <translation>&amp;Dossier d&apos;assistance&#xa0;:</translation>
+    </message>
+    <message>
+        <source>Where the support bundle was saved</source>
+        <translation>Emplacement du dossier d&apos;assistance enregistré</translation>
+    </message>
+    <message>
+        <source>&amp;Open folder</source>
+        <translation>&amp;Ouvrir le dossier</translation>
+    </message>
+    <message>
+        <source>Show the bundle in the file manager</source>
+        <translation>Afficher le dossier d&apos;assistance dans le gestionnaire de fichiers</translation>
+    </message>
+    <message>
+        <source>Copy &amp;path</source>
+        <translation>Copier le c&amp;hemin</translation>
+    </message>
+    <message>
+        <source>A support bundle holds this report and the app&apos;s logs: no passwords or tokens, but account names, mailbox addresses and this computer&apos;s name and folders.</source>
+        <translation>Un dossier d&apos;assistance contient ce rapport et les journaux de l&apos;application&#xa0;: aucun mot de passe ni jeton, mais des noms de comptes, des adresses de boîtes aux lettres ainsi que le nom et les dossiers de cet ordinateur.</translation>
+    </message>
+    <message>
+        <source>&amp;Run again</source>
+        <translation>&amp;Relancer</translation>
+    </message>
+    <message>
+        <source>Check everything again</source>
+        <translation>Tout vérifier de nouveau</translation>
+    </message>
+    <message>
+        <source>&amp;Copy report</source>
+        <translation>&amp;Copier le rapport</translation>
+    </message>
+    <message>
+        <source>Copy the report as text</source>
+        <translation>Copier le rapport sous forme de texte</translation>
+    </message>
+    <message>
+        <source>&amp;Save support bundle...</source>
+        <translation>&amp;Enregistrer le dossier d&apos;assistance...</translation>
+    </message>
+    <message>
+        <source>Save the report and the logs in one zip file</source>
+        <translation>Enregistrer le rapport et les journaux dans un seul fichier zip</translation>
+    </message>
+    <message>
+        <source>Contact Qargo S&amp;upport</source>
+        <translation>Contacter le s&amp;upport Qargo</translation>
+    </message>
+    <message>
+        <source>Prepare a support bundle and see where to send it</source>
+        <translation>Préparer un dossier d&apos;assistance et voir où l&apos;envoyer</translation>
+    </message>
+    <message>
+        <source>Close</source>
+        <translation>Fermer</translation>
+    </message>
+    <message>
+        <source>Services</source>
+        <translation>Services</translation>
+    </message>
+    <message>
+        <source>Proxy and clock</source>
+        <translation>Proxy et horloge</translation>
+    </message>
+    <message>
+        <source>Keyring and sign-ins</source>
+        <translation>Trousseau de clés et connexions</translation>
+    </message>
+    <message>
+        <source>Recent problems</source>
+        <translation>Problèmes récents</translation>
+    </message>
+    <message>
+        <source>Full report</source>
+        <translation>Rapport complet</translation>
     </message>
 </context>
 <context>
@@ -1120,6 +1464,161 @@
     <message>
         <source>Not saved: {problem}</source>
         <translation>Non enregistré&#xa0;: {problem}</translation>
+    </message>
+</context>
+<context>
+    <name>SelfTestDialog</name>
+    <message>
+        <source>Waiting</source>
+        <translation>En attente</translation>
+    </message>
+    <message>
+        <source>Running</source>
+        <translation>En cours</translation>
+    </message>
+    <message>
+        <source>Passed</source>
+        <translation>Réussi</translation>
+    </message>
+    <message>
+        <source>Warning</source>
+        <translation>Avertissement</translation>
+    </message>
+    <message>
+        <source>Failed</source>
+        <translation>Échec</translation>
+    </message>
+    <message>
+        <source>Skipped</source>
+        <translation>Ignoré</translation>
+    </message>
+    <message>
+        <source>Submission</source>
+        <translation>Envoi</translation>
+    </message>
+    <message>
+        <source>Delivery</source>
+        <translation>Remise</translation>
+    </message>
+    <message>
+        <source>Qargo sync</source>
+        <translation>Synchro Qargo</translation>
+    </message>
+    <message>
+        <source>{seconds} s</source>
+        <comment>a duration</comment>
+        <translation>{seconds}&#xa0;s</translation>
+    </message>
+    <message>
+        <source>Timeline of the test message</source>
+        <translation>Chronologie du message de test</translation>
+    </message>
+    <message>
+        <source>{leg}: {duration}</source>
+        <translation>{leg}&#xa0;: {duration}</translation>
+    </message>
+    <message>
+        <source>did not end</source>
+        <translation>non terminé</translation>
+    </message>
+    <message>
+        <source>No timings yet</source>
+        <translation>Aucune durée pour l&apos;instant</translation>
+    </message>
+    <message>
+        <source>Sign in as the mailbox in your browser. If it did not open, copy this link into a private window: {link}</source>
+        <translation>Connectez-vous en tant que boîte aux lettres dans votre navigateur. S&apos;il ne s&apos;est pas ouvert, copiez ce lien dans une fenêtre de navigation privée&#xa0;: {link}</translation>
+    </message>
+    <message>
+        <source>{step}: {state}</source>
+        <translation>{step}&#xa0;: {state}</translation>
+    </message>
+    <message>
+        <source>{verdict}: {summary}</source>
+        <translation>{verdict}&#xa0;: {summary}</translation>
+    </message>
+    <message>
+        <source>The test stopped unexpectedly: {problem}</source>
+        <translation>Le test s&apos;est arrêté de façon inattendue&#xa0;: {problem}</translation>
+    </message>
+    <message>
+        <source>Cancelling...</source>
+        <translation>Annulation...</translation>
+    </message>
+    <message numerus="yes">
+        <source>Running for %n s</source>
+        <translation>
+            <numerusform>En cours depuis %n&#xa0;s</numerusform>
+            <numerusform>En cours depuis %n&#xa0;s</numerusform>
+        </translation>
+    </message>
+    <message>
+        <source>Finished in {duration}</source>
+        <translation>Terminé en {duration}</translation>
+    </message>
+    <message>
+        <source>Save self-test report</source>
+        <translation>Enregistrer le rapport de test</translation>
+    </message>
+    <message>
+        <source>Text (*.txt);;JSON (*.json)</source>
+        <translation>Texte (*.txt);;JSON (*.json)</translation>
+    </message>
+    <message>
+        <source>Test {address}</source>
+        <translation>Tester {address}</translation>
+    </message>
+    <message>
+        <source>Send and receive test of {address}</source>
+        <translation>Test d&apos;envoi et de réception de {address}</translation>
+    </message>
+    <message>
+        <source>Sends one test message from the mailbox to itself, waits for it to arrive and for Qargo&apos;s sync to see it, then deletes it.</source>
+        <translation>Envoie un message de test de la boîte aux lettres à elle-même, attend qu&apos;il arrive et que la synchronisation de Qargo le voie, puis le supprime.</translation>
+    </message>
+    <message>
+        <source>Elapsed time</source>
+        <translation>Temps écoulé</translation>
+    </message>
+    <message>
+        <source>Test steps</source>
+        <translation>Étapes du test</translation>
+    </message>
+    <message>
+        <source>Step</source>
+        <translation>Étape</translation>
+    </message>
+    <message>
+        <source>Time</source>
+        <translation>Durée</translation>
+    </message>
+    <message>
+        <source>What happened</source>
+        <translation>Ce qui s&apos;est passé</translation>
+    </message>
+    <message>
+        <source>Verdict</source>
+        <translation>Verdict</translation>
+    </message>
+    <message>
+        <source>Cancel</source>
+        <translation>Annuler</translation>
+    </message>
+    <message>
+        <source>&amp;Run again</source>
+        <translation>&amp;Relancer</translation>
+    </message>
+    <message>
+        <source>&amp;Copy report</source>
+        <translation>&amp;Copier le rapport</translation>
+    </message>
+    <message>
+        <source>&amp;Save report...</source>
+        <translation>&amp;Enregistrer le rapport...</translation>
+    </message>
+    <message>
+        <source>Close</source>
+        <translation>Fermer</translation>
     </message>
 </context>
 <context>
@@ -2196,6 +2695,53 @@
     <message>
         <source>Close the other window, or end it in the Task Manager, then start the app again.</source>
         <translation>Fermez l&apos;autre fenêtre, ou arrêtez-la dans le Gestionnaire des tâches, puis relancez l&apos;application.</translation>
+    </message>
+</context>
+<context>
+    <name>selftest</name>
+    <message>
+        <source>Reach Qargo, Microsoft sign-in and Microsoft Graph</source>
+        <translation>Joindre Qargo, la connexion Microsoft et Microsoft Graph</translation>
+    </message>
+    <message>
+        <source>Sign in as the mailbox</source>
+        <translation>Se connecter en tant que boîte aux lettres</translation>
+    </message>
+    <message>
+        <source>Send a test message to the mailbox itself</source>
+        <translation>Envoyer un message de test à la boîte aux lettres elle-même</translation>
+    </message>
+    <message>
+        <source>Wait for it to arrive</source>
+        <translation>Attendre son arrivée</translation>
+    </message>
+    <message>
+        <source>Wait for Qargo&apos;s sync to see it</source>
+        <translation>Attendre que la synchronisation de Qargo le voie</translation>
+    </message>
+    <message>
+        <source>Delete the test message</source>
+        <translation>Supprimer le message de test</translation>
+    </message>
+    <message>
+        <source>Passed</source>
+        <translation>Réussi</translation>
+    </message>
+    <message>
+        <source>Passed with warnings</source>
+        <translation>Réussi avec des avertissements</translation>
+    </message>
+    <message>
+        <source>Failed</source>
+        <translation>Échec</translation>
+    </message>
+    <message>
+        <source>Could not run</source>
+        <translation>Exécution impossible</translation>
+    </message>
+    <message>
+        <source>Cancelled</source>
+        <translation>Annulé</translation>
     </message>
 </context>
 <context>

@@ -308,6 +308,222 @@
         <source>Unknown certificate authority</source>
         <translation>Onbekende certificeringsinstantie</translation>
     </message>
+    <message>
+        <source>The services were not checked: their addresses are not known, or checking was turned off.</source>
+        <translation>De diensten zijn niet gecontroleerd: hun adressen zijn niet bekend, of het controleren is uitgeschakeld.</translation>
+    </message>
+    <message>
+        <source>Reachable</source>
+        <translation>Bereikbaar</translation>
+    </message>
+    <message>
+        <source>Not reachable</source>
+        <translation>Niet bereikbaar</translation>
+    </message>
+    <message>
+        <source>Not run</source>
+        <translation>Niet uitgevoerd</translation>
+    </message>
+    <message>
+        <source>Failed</source>
+        <translation>Mislukt</translation>
+    </message>
+    <message>
+        <source>Certificate</source>
+        <translation>Certificaat</translation>
+    </message>
+    <message>
+        <source>Direct connection</source>
+        <translation>Rechtstreekse verbinding</translation>
+    </message>
+    <message>
+        <source>Proxy</source>
+        <translation>Proxy</translation>
+    </message>
+    <message>
+        <source>Check</source>
+        <translation>Controle</translation>
+    </message>
+    <message>
+        <source>Result</source>
+        <translation>Resultaat</translation>
+    </message>
+    <message>
+        <source>Time</source>
+        <translation>Tijd</translation>
+    </message>
+    <message>
+        <source>What it found</source>
+        <translation>Bevinding</translation>
+    </message>
+    <message>
+        <source>What it means:</source>
+        <translation>Wat dit betekent:</translation>
+    </message>
+    <message>
+        <source>Setting</source>
+        <translation>Instelling</translation>
+    </message>
+    <message>
+        <source>{setting} (from {source})</source>
+        <translation>{setting} (uit {source})</translation>
+    </message>
+    <message>
+        <source>Difference</source>
+        <translation>Verschil</translation>
+    </message>
+    <message>
+        <source>Measured</source>
+        <translation>Gemeten</translation>
+    </message>
+    <message>
+        <source>{offset:+.1f} s, give or take {uncertainty:.1f} s ({samples} answers)</source>
+        <translation>{offset:+.1f} s, met een marge van {uncertainty:.1f} s ({samples} antwoorden)</translation>
+    </message>
+    <message>
+        <source>Clock</source>
+        <translation>Klok</translation>
+    </message>
+    <message>
+        <source>Keyring</source>
+        <translation>Sleutelhanger</translation>
+    </message>
+    <message>
+        <source>Usable</source>
+        <translation>Bruikbaar</translation>
+    </message>
+    <message>
+        <source>Not usable</source>
+        <translation>Niet bruikbaar</translation>
+    </message>
+    <message>
+        <source>Backend</source>
+        <translation>Backend</translation>
+    </message>
+    <message>
+        <source>Why</source>
+        <translation>Waarom</translation>
+    </message>
+    <message>
+        <source>Your sign-in (admin)</source>
+        <translation>Uw aanmelding (beheerder)</translation>
+    </message>
+    <message>
+        <source>Mailbox accounts</source>
+        <translation>Mailboxaccounts</translation>
+    </message>
+    <message>
+        <source>No saved sign-ins were found.</source>
+        <translation>Er zijn geen opgeslagen aanmeldingen gevonden.</translation>
+    </message>
+    <message>
+        <source>State</source>
+        <translation>Status</translation>
+    </message>
+    <message>
+        <source>No saved sign-ins yet</source>
+        <translation>Nog geen opgeslagen aanmeldingen</translation>
+    </message>
+    <message>
+        <source>Kept encrypted on disk</source>
+        <translation>Versleuteld op schijf bewaard</translation>
+    </message>
+    <message>
+        <source>Kept in memory only, until the app closes</source>
+        <translation>Alleen in het geheugen bewaard, tot de app wordt gesloten</translation>
+    </message>
+    <message>
+        <source>Key kept in</source>
+        <translation>Sleutel bewaard in</translation>
+    </message>
+    <message>
+        <source>File</source>
+        <translation>Bestand</translation>
+    </message>
+    <message>
+        <source>Accounts</source>
+        <translation>Accounts</translation>
+    </message>
+    <message>
+        <source>none</source>
+        <translation>geen</translation>
+    </message>
+    <message>
+        <source>expired</source>
+        <translation>verlopen</translation>
+    </message>
+    <message>
+        <source>valid</source>
+        <translation>geldig</translation>
+    </message>
+    <message>
+        <source>until {time}</source>
+        <translation>tot {time}</translation>
+    </message>
+    <message>
+        <source>Access for</source>
+        <translation>Toegang voor</translation>
+    </message>
+    <message>
+        <source>Sign-in last renewed</source>
+        <translation>Aanmelding laatst vernieuwd</translation>
+    </message>
+    <message>
+        <source>not loaded</source>
+        <translation>niet geladen</translation>
+    </message>
+    <message>
+        <source>App</source>
+        <translation>App</translation>
+    </message>
+    <message>
+        <source>Operating system</source>
+        <translation>Besturingssysteem</translation>
+    </message>
+    <message>
+        <source>Versions</source>
+        <translation>Versies</translation>
+    </message>
+    <message>
+        <source>Folders</source>
+        <translation>Mappen</translation>
+    </message>
+    <message>
+        <source>No warnings or errors in the log.</source>
+        <translation>Geen waarschuwingen of fouten in het logboek.</translation>
+    </message>
+    <message>
+        <source>When</source>
+        <translation>Wanneer</translation>
+    </message>
+    <message>
+        <source>Level</source>
+        <translation>Niveau</translation>
+    </message>
+    <message>
+        <source>What happened (newest first)</source>
+        <translation>Wat er gebeurde (nieuwste eerst)</translation>
+    </message>
+    <message>
+        <source>Checking...</source>
+        <translation>Bezig met controleren...</translation>
+    </message>
+    <message>
+        <source>Checking: {step}...</source>
+        <translation>Controleren: {step}...</translation>
+    </message>
+    <message>
+        <source>The checks could not run: {problem}</source>
+        <translation>De controles konden niet worden uitgevoerd: {problem}</translation>
+    </message>
+    <message>
+        <source>The checks stopped unexpectedly: {problem}</source>
+        <translation>De controles zijn onverwacht gestopt: {problem}</translation>
+    </message>
+    <message>
+        <source>Not checked yet.</source>
+        <translation>Nog niet gecontroleerd.</translation>
+    </message>
     <message numerus="yes">
         <source>%n problem(s) found</source>
         <translation>
@@ -321,6 +537,134 @@
             <numerusform>Geen problemen, %n waarschuwing</numerusform>
             <numerusform>Geen problemen, %n waarschuwingen</numerusform>
         </translation>
+    </message>
+    <message>
+        <source>Nothing wrong found</source>
+        <translation>Geen problemen gevonden</translation>
+    </message>
+    <message>
+        <source>{verdict}. Checked {when}, in {seconds:.1f} s.</source>
+        <translation>{verdict}. Gecontroleerd op {when}, in {seconds:.1f} s.</translation>
+    </message>
+    <message>
+        <source>The report was copied.</source>
+        <translation>Het rapport is gekopieerd.</translation>
+    </message>
+    <message>
+        <source>Saving the support bundle...</source>
+        <translation>Bezig met opslaan van het ondersteuningspakket...</translation>
+    </message>
+    <message>
+        <source>The support bundle could not be saved: {problem}</source>
+        <translation>Het ondersteuningspakket kon niet worden opgeslagen: {problem}</translation>
+    </message>
+    <message>
+        <source>The folder could not be opened. It is {folder}</source>
+        <translation>De map kon niet worden geopend. Het is {folder}</translation>
+    </message>
+    <message>
+        <source>{app}: diagnostics</source>
+        <translation>{app}: diagnose</translation>
+    </message>
+    <message>
+        <source>Diagnostics</source>
+        <translation>Diagnose</translation>
+    </message>
+    <message>
+        <source>Working</source>
+        <translation>Bezig</translation>
+    </message>
+    <message>
+        <source>Findings, worst first</source>
+        <translation>Bevindingen, ernstigste eerst</translation>
+    </message>
+    <message>
+        <source>The evidence</source>
+        <translation>Het bewijsmateriaal</translation>
+    </message>
+    <message>
+        <source>Send the support bundle to Qargo Support</source>
+        <translation>Stuur het ondersteuningspakket naar Qargo Support</translation>
+    </message>
+    <message>
+        <source>&amp;Bundle:</source>
+        <translation>&amp;Pakket:</translation>
+    </message>
+    <message>
+        <source>Where the support bundle was saved</source>
+        <translation>Waar het ondersteuningspakket is opgeslagen</translation>
+    </message>
+    <message>
+        <source>&amp;Open folder</source>
+        <translation>&amp;Map openen</translation>
+    </message>
+    <message>
+        <source>Show the bundle in the file manager</source>
+        <translation>Het pakket tonen in de bestandsbeheerder</translation>
+    </message>
+    <message>
+        <source>Copy &amp;path</source>
+        <translation>Pa&amp;d kopiëren</translation>
+    </message>
+    <message>
+        <source>A support bundle holds this report and the app&apos;s logs: no passwords or tokens, but account names, mailbox addresses and this computer&apos;s name and folders.</source>
+        <translation>Een ondersteuningspakket bevat dit rapport en de logboeken van de app: geen wachtwoorden of tokens, maar wel accountnamen, mailboxadressen en de naam en mappen van deze computer.</translation>
+    </message>
+    <message>
+        <source>&amp;Run again</source>
+        <translation>&amp;Opnieuw uitvoeren</translation>
+    </message>
+    <message>
+        <source>Check everything again</source>
+        <translation>Alles opnieuw controleren</translation>
+    </message>
+    <message>
+        <source>&amp;Copy report</source>
+        <translation>Rapport &amp;kopiëren</translation>
+    </message>
+    <message>
+        <source>Copy the report as text</source>
+        <translation>Het rapport als tekst kopiëren</translation>
+    </message>
+    <message>
+        <source>&amp;Save support bundle...</source>
+        <translation>Ondersteuningspakket op&amp;slaan...</translation>
+    </message>
+    <message>
+        <source>Save the report and the logs in one zip file</source>
+        <translation>Het rapport en de logboeken in één zipbestand opslaan</translation>
+    </message>
+    <message>
+        <source>Contact Qargo S&amp;upport</source>
+        <translation>&amp;Contact opnemen met Qargo Support</translation>
+    </message>
+    <message>
+        <source>Prepare a support bundle and see where to send it</source>
+        <translation>Een ondersteuningspakket voorbereiden en zien waar u het naartoe stuurt</translation>
+    </message>
+    <message>
+        <source>Close</source>
+        <translation>Sluiten</translation>
+    </message>
+    <message>
+        <source>Services</source>
+        <translation>Diensten</translation>
+    </message>
+    <message>
+        <source>Proxy and clock</source>
+        <translation>Proxy en klok</translation>
+    </message>
+    <message>
+        <source>Keyring and sign-ins</source>
+        <translation>Sleutelhanger en aanmeldingen</translation>
+    </message>
+    <message>
+        <source>Recent problems</source>
+        <translation>Recente problemen</translation>
+    </message>
+    <message>
+        <source>Full report</source>
+        <translation>Volledig rapport</translation>
     </message>
 </context>
 <context>
@@ -1120,6 +1464,161 @@
     <message>
         <source>Not saved: {problem}</source>
         <translation>Niet opgeslagen: {problem}</translation>
+    </message>
+</context>
+<context>
+    <name>SelfTestDialog</name>
+    <message>
+        <source>Waiting</source>
+        <translation>Wachten</translation>
+    </message>
+    <message>
+        <source>Running</source>
+        <translation>Bezig</translation>
+    </message>
+    <message>
+        <source>Passed</source>
+        <translation>Geslaagd</translation>
+    </message>
+    <message>
+        <source>Warning</source>
+        <translation>Waarschuwing</translation>
+    </message>
+    <message>
+        <source>Failed</source>
+        <translation>Mislukt</translation>
+    </message>
+    <message>
+        <source>Skipped</source>
+        <translation>Overgeslagen</translation>
+    </message>
+    <message>
+        <source>Submission</source>
+        <translation>Verzending</translation>
+    </message>
+    <message>
+        <source>Delivery</source>
+        <translation>Aflevering</translation>
+    </message>
+    <message>
+        <source>Qargo sync</source>
+        <translation>Qargo-sync</translation>
+    </message>
+    <message>
+        <source>{seconds} s</source>
+        <comment>a duration</comment>
+        <translation>{seconds} s</translation>
+    </message>
+    <message>
+        <source>Timeline of the test message</source>
+        <translation>Tijdlijn van het testbericht</translation>
+    </message>
+    <message>
+        <source>{leg}: {duration}</source>
+        <translation>{leg}: {duration}</translation>
+    </message>
+    <message>
+        <source>did not end</source>
+        <translation>niet voltooid</translation>
+    </message>
+    <message>
+        <source>No timings yet</source>
+        <translation>Nog geen tijden</translation>
+    </message>
+    <message>
+        <source>Sign in as the mailbox in your browser. If it did not open, copy this link into a private window: {link}</source>
+        <translation>Meld u in uw browser aan als de mailbox. Is de browser niet geopend, kopieer deze link dan naar een privévenster: {link}</translation>
+    </message>
+    <message>
+        <source>{step}: {state}</source>
+        <translation>{step}: {state}</translation>
+    </message>
+    <message>
+        <source>{verdict}: {summary}</source>
+        <translation>{verdict}: {summary}</translation>
+    </message>
+    <message>
+        <source>The test stopped unexpectedly: {problem}</source>
+        <translation>De test is onverwacht gestopt: {problem}</translation>
+    </message>
+    <message>
+        <source>Cancelling...</source>
+        <translation>Bezig met annuleren...</translation>
+    </message>
+    <message numerus="yes">
+        <source>Running for %n s</source>
+        <translation>
+            <numerusform>Loopt al %n s</numerusform>
+            <numerusform>Loopt al %n s</numerusform>
+        </translation>
+    </message>
+    <message>
+        <source>Finished in {duration}</source>
+        <translation>Klaar in {duration}</translation>
+    </message>
+    <message>
+        <source>Save self-test report</source>
+        <translation>Testrapport opslaan</translation>
+    </message>
+    <message>
+        <source>Text (*.txt);;JSON (*.json)</source>
+        <translation>Tekst (*.txt);;JSON (*.json)</translation>
+    </message>
+    <message>
+        <source>Test {address}</source>
+        <translation>{address} testen</translation>
+    </message>
+    <message>
+        <source>Send and receive test of {address}</source>
+        <translation>Verzend- en ontvangsttest van {address}</translation>
+    </message>
+    <message>
+        <source>Sends one test message from the mailbox to itself, waits for it to arrive and for Qargo&apos;s sync to see it, then deletes it.</source>
+        <translation>Verstuurt één testbericht van de mailbox naar zichzelf, wacht tot het aankomt en tot de synchronisatie van Qargo het ziet, en verwijdert het daarna.</translation>
+    </message>
+    <message>
+        <source>Elapsed time</source>
+        <translation>Verstreken tijd</translation>
+    </message>
+    <message>
+        <source>Test steps</source>
+        <translation>Teststappen</translation>
+    </message>
+    <message>
+        <source>Step</source>
+        <translation>Stap</translation>
+    </message>
+    <message>
+        <source>Time</source>
+        <translation>Tijd</translation>
+    </message>
+    <message>
+        <source>What happened</source>
+        <translation>Wat er gebeurde</translation>
+    </message>
+    <message>
+        <source>Verdict</source>
+        <translation>Uitslag</translation>
+    </message>
+    <message>
+        <source>Cancel</source>
+        <translation>Annuleren</translation>
+    </message>
+    <message>
+        <source>&amp;Run again</source>
+        <translation>&amp;Opnieuw uitvoeren</translation>
+    </message>
+    <message>
+        <source>&amp;Copy report</source>
+        <translation>Rapport &amp;kopiëren</translation>
+    </message>
+    <message>
+        <source>&amp;Save report...</source>
+        <translation>Rapport op&amp;slaan...</translation>
+    </message>
+    <message>
+        <source>Close</source>
+        <translation>Sluiten</translation>
     </message>
 </context>
 <context>
@@ -2196,6 +2695,53 @@
     <message>
         <source>Close the other window, or end it in the Task Manager, then start the app again.</source>
         <translation>Sluit het andere venster of beëindig het in Taakbeheer, en start de app daarna opnieuw.</translation>
+    </message>
+</context>
+<context>
+    <name>selftest</name>
+    <message>
+        <source>Reach Qargo, Microsoft sign-in and Microsoft Graph</source>
+        <translation>Qargo, Microsoft-aanmelding en Microsoft Graph bereiken</translation>
+    </message>
+    <message>
+        <source>Sign in as the mailbox</source>
+        <translation>Aanmelden als de mailbox</translation>
+    </message>
+    <message>
+        <source>Send a test message to the mailbox itself</source>
+        <translation>Een testbericht naar de mailbox zelf versturen</translation>
+    </message>
+    <message>
+        <source>Wait for it to arrive</source>
+        <translation>Wachten tot het aankomt</translation>
+    </message>
+    <message>
+        <source>Wait for Qargo&apos;s sync to see it</source>
+        <translation>Wachten tot de synchronisatie van Qargo het ziet</translation>
+    </message>
+    <message>
+        <source>Delete the test message</source>
+        <translation>Het testbericht verwijderen</translation>
+    </message>
+    <message>
+        <source>Passed</source>
+        <translation>Geslaagd</translation>
+    </message>
+    <message>
+        <source>Passed with warnings</source>
+        <translation>Geslaagd met waarschuwingen</translation>
+    </message>
+    <message>
+        <source>Failed</source>
+        <translation>Mislukt</translation>
+    </message>
+    <message>
+        <source>Could not run</source>
+        <translation>Kon niet worden uitgevoerd</translation>
+    </message>
+    <message>
+        <source>Cancelled</source>
+        <translation>Geannuleerd</translation>
     </message>
 </context>
 <context>

@@ -19,10 +19,13 @@ from PySide6.QtWidgets import QDialogButtonBox
 from qargo_desktop.core.errors import ADVICE, ApiError
 from qargo_desktop.core.models import LinkStatus, MailboxAction
 from qargo_desktop.core.presentation import STATUS_TEXT
+from qargo_desktop.core.selftest import STEPS, Leg, StepId, StepReport, StepState, Verdict
 from qargo_desktop.ui import dialogs, i18n, texts
 from qargo_desktop.ui.mailbox_model import COLUMN_DISPLAY_NAME, COLUMN_STATUS
 from qargo_desktop.ui.main_window import MainWindow
-from tests.ui.conftest import NOW
+from qargo_desktop.ui.selftest_dialog import SelfTestDialog, step_title, verdict_label
+from qargo_desktop.ui.theme import Theme
+from tests.ui.conftest import NOW, make_mailbox
 
 ROOT = Path(__file__).resolve().parents[2]
 LANGUAGES = ("nl", "fr")
@@ -93,6 +96,10 @@ def test_the_cores_words_are_translated(speak, language: str) -> None:
     for advice in ADVICE.values():
         # "Cancelled." and the like may read the same in French; none may stay English.
         assert QCoreApplication.translate("advice", advice.summary) != advice.summary, advice
+    for step in STEPS:
+        assert step_title(step) != step.title, step
+    for verdict in Verdict:
+        assert verdict_label(verdict) != verdict.label, verdict
 
 
 # -- choosing the language -------------------------------------------------------------------
@@ -202,6 +209,46 @@ def test_the_states_in_dutch_and_french(speak) -> None:
         for status, label in labels.items():
             assert texts.status_label(status) == label
         assert texts.status_label(LinkStatus.UNKNOWN, "suspended").endswith("(suspended)")
+
+
+def test_the_selftest_dialog_speaks_the_language_and_switches_live(qtbot, speak) -> None:
+    speak("nl")
+    dialog = SelfTestDialog(
+        None,
+        mailbox=make_mailbox(),
+        services=None,  # type: ignore[arg-type]  # never started here
+        tasks=None,  # type: ignore[arg-type]
+        theme=Theme(dark=False),
+    )
+    qtbot.addWidget(dialog)
+    send = dialog._items[StepId.SEND]
+    assert dialog.again_button.text() == "&Opnieuw uitvoeren"
+    assert send.text(1) == "Een testbericht naar de mailbox zelf versturen"
+    dialog._show_step(StepReport(StepId.SEND, StepState.PASSED, 2.5, "Sent."), send)
+    dialog.chart.set_legs((Leg("delivery", 0.0, None, StepState.FAILED),))
+    assert (send.text(0), send.toolTip(0), send.text(2)) == ("✔", "Geslaagd", "2,5 s")
+    assert send.text(3) == "Sent."  # worded at run time, in English
+    assert dialog.chart.accessibleDescription() == "Aflevering: niet voltooid"
+    assert _access_keys_unique(dialog.buttons)
+
+    speak("fr")
+    qtbot.waitUntil(lambda: dialog.again_button.text() == "&Relancer")
+    assert send.text(1) == "Envoyer un message de test à la boîte aux lettres elle-même"
+    assert (send.toolTip(0), send.text(2)) == ("Réussi", "2,5\u00a0s")
+    assert dialog.chart.accessibleDescription() == "Remise\u00a0: non terminé"
+    assert verdict_label(Verdict.WARNING) == "Réussi avec des avertissements"
+    assert _access_keys_unique(dialog.buttons)
+
+    speak("en-GB")
+    qtbot.waitUntil(lambda: dialog.again_button.text() == "&Run again")
+    assert (send.toolTip(0), send.text(2)) == ("Passed", "2.5 s")
+    assert dialog.windowTitle() == f"Test {dialog.mailbox.address}"
+
+
+def _access_keys_unique(buttons: QDialogButtonBox) -> bool:
+    found = [re.search(r"&([^&])", b.text().replace("&&", "")) for b in buttons.buttons()]
+    keys = [match.group(1).casefold() for match in found if match]
+    return len(keys) == len(set(keys)) == 3
 
 
 def test_error_advice_is_explained_in_the_language(speak) -> None:
