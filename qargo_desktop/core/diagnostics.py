@@ -528,7 +528,7 @@ def collect_diagnostics(
         timeout_s: Timeout of each layer (default: the settings' connect timeout).
         cancel: Stops probing between layers.
         on_progress: Receives a short line as each part starts.
-        include_qt: Read Qt's version from PySide6 (imports it).
+        include_qt: Report Qt's version (never imports Qt; see :func:`qt_versions`).
     """
     started = time.monotonic()
     generated_at = datetime.now(UTC)
@@ -870,17 +870,17 @@ def collect_versions(*, include_qt: bool = True) -> Versions:
 
 
 def qt_versions() -> tuple[str | None, str | None]:
-    """Return ``(PySide6 version, Qt runtime version)``.
+    """Return ``(PySide6 version, Qt runtime version)`` without importing Qt.
 
-    This imports PySide6, which the core otherwise never does. When PySide6 cannot be
-    loaded, the installed PySide6 version (if any) is returned with ``None`` for Qt.
+    The core never imports PySide6. The installed PySide6 version comes from the package
+    metadata; Qt's runtime version is asked of QtCore when the window already loaded it,
+    and otherwise is the PySide6 version (each PySide6 release ships the Qt of the same
+    number).
     """
-    try:
-        import PySide6
-        from PySide6 import QtCore
-    except Exception:  # ImportError, or a missing system library behind it
-        return _distribution_version("PySide6-Essentials"), None
-    return str(PySide6.__version__), str(QtCore.qVersion())
+    pyside = _distribution_version("PySide6-Essentials") or _distribution_version("PySide6")
+    qt_core = sys.modules.get("PySide6.QtCore")
+    q_version = getattr(qt_core, "qVersion", None)
+    return pyside, str(q_version()) if callable(q_version) else pyside
 
 
 def _distribution_version(name: str) -> str | None:

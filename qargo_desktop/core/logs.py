@@ -196,7 +196,8 @@ _PATTERNS += [
     # Percent-encoded: refresh_token%3D..., %22refresh_token%22%3A%22...%22.
     (
         re.compile(
-            rf"{_KEY_START}(?P<key>{_FLEX_KEYS}|code)%3D(?P<value>(?!\[redacted)(?:(?!%26)[^&\s'\",;)}}\]])+)",
+            rf"{_KEY_START}(?P<key>{_FLEX_KEYS}|code)%3D"
+            rf"(?P<value>(?!\[redacted)(?:(?!%26)[^&\s'\",;)}}\]])+)",
             re.IGNORECASE,
         ),
         lambda m: f"{m.group('key')}%3D{REDACTED}",
