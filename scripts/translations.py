@@ -198,11 +198,12 @@ def check() -> list[str]:
             shutil.copy(ts, fresh)
             run_lupdate(fresh, suffix, files)
             added = sorted(set(messages(fresh)) - set(messages(ts)))
-            gone = sorted(set(messages(ts)) - set(messages(fresh)))
             for context, source, _comment in added[:10]:
                 problems.append(f"{ts.name}: new string [{context}] {source!r}")
-            for context, source, _comment in gone[:10]:
-                problems.append(f"{ts.name}: string no longer used [{context}] {source!r}")
+            # Strings the code no longer marks are not counted: they are harmless (lrelease
+            # skips obsolete entries), and lupdate releases differ in which plural calls
+            # they recognise (6.11 misses some that 6.12 finds), so counting them would
+            # tie the check to one tool version.
             qm = ts.with_suffix(".qm")
             compiled = folder / qm.name
             run_lrelease(ts, compiled)
