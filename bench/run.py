@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     print()
-    print("figure                             " + "measured against limit")
+    print("Each figure: the app, its baseline, the ratio, the limit, and whether it is met.")
     for figure in figures:
         print(figure.line())
     for group in failures:
