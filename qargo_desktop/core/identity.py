@@ -45,6 +45,11 @@ log = logging.getLogger(__name__)
 _INTERACTIVE_LOCK = threading.Lock()
 
 
+def interactive_sign_in_running() -> bool:
+    """Whether an interactive (browser or device-code) sign-in is waiting in this process."""
+    return _INTERACTIVE_LOCK.locked()
+
+
 class CacheStore(Protocol):
     """A token cache that MSAL uses, kept on disk by someone else."""
 

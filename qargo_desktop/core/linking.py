@@ -24,10 +24,10 @@ from qargo_desktop.core.errors import (
     QargoError,
 )
 from qargo_desktop.core.identity import (
-    _INTERACTIVE_LOCK,
     DeviceFlow,
     InteractiveControl,
     TokenResult,
+    interactive_sign_in_running,
 )
 from qargo_desktop.core.models import LinkStatus, Mailbox
 from qargo_desktop.core.services import Services
@@ -140,8 +140,7 @@ class _Ending:
 def _refuse_while_signing_in() -> None:
     # Refuse before the API starts an attempt: the identity layer would refuse the second
     # sign-in anyway (app:busy), and an attempt ended that way leaves the mailbox failed.
-    # TODO: ask identity through a public function once it offers one; the lock is private.
-    if _INTERACTIVE_LOCK.locked():
+    if interactive_sign_in_running():
         raise QargoError("another interactive sign-in is running", key="app:busy")
 
 
