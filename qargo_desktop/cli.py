@@ -10,6 +10,7 @@ import argparse
 import enum
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from qargo_desktop import __version__
 
@@ -68,11 +69,40 @@ def _diagnose_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Return the argument parser of every command."""
-    parser = argparse.ArgumentParser(
+#: The commands; any other first word is an error. ``main`` checks for them before it
+#: builds the whole parser, so that opening the window does not pay for every command's.
+COMMANDS = (
+    "signin",
+    "signout",
+    "whoami",
+    "mailboxes",
+    "authorise",
+    "reauthorise",
+    "reset",
+    "add",
+    "remove",
+    "selftest",
+    "diagnose",
+    "sandbox",
+    "bundle-check",
+)
+
+
+class _NotTheWindow(Exception):
+    """The window's parser met something it does not know: the whole parser decides."""
+
+
+class _WindowParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _NotTheWindow(message)
+
+
+def build_parser(*, window_only: bool = False) -> argparse.ArgumentParser:
+    """Return the argument parser of every command (or only the window's options)."""
+    parser = (_WindowParser if window_only else argparse.ArgumentParser)(
         prog="qargo-desktop",
         description="Keep your organisation's linked Microsoft 365 mailboxes healthy.",
+        add_help=not window_only,
     )
     parser.add_argument("--version", action="version", version=f"qargo-desktop {__version__}")
     # Hidden: open the window, quit once it has painted (the bundle's smoke test, timings).
@@ -83,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="select this mailbox in the window (in the window already open, if there is one)",
     )
     _common(parser)
+    if window_only:
+        parser.set_defaults(command=None)
+        return parser
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -209,8 +242,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from qargo_desktop.commands import sandbox_browser
 
         return sandbox_browser(arguments[2:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _window_arguments(arguments)
+    parser = None
+    if args is None:
+        parser = build_parser()
+        args = parser.parse_args(arguments)
     if args.command is None:
         if args.quit_after_start:
             _quit_after_first_paint()
@@ -219,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_from_args(args)
     if args.command == "sandbox":
         if args.sandbox_command != "serve":
-            parser.parse_args([*(argv or sys.argv[1:]), "--help"])
+            (parser or build_parser()).parse_args([*arguments, "--help"])
         from qargo_desktop.commands import sandbox_serve
 
         return sandbox_serve(args)
@@ -239,6 +275,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.COULD_NOT_RUN
     finally:
         uninstall()
+
+
+def _window_arguments(arguments: list[str]) -> argparse.Namespace | None:
+    """The window's options, when ``arguments`` name no command; ``None`` otherwise.
+
+    Opening the window is the common case and start-up time counts, so it is parsed by a
+    parser of the top-level options alone. Whatever that parser cannot take (a command,
+    ``--help``, a mistake) goes to the whole parser, which says what it always says.
+    """
+    if any(word in COMMANDS for word in arguments):
+        return None
+    try:
+        return build_parser(window_only=True).parse_args(arguments)
+    except _NotTheWindow:
+        return None
 
 
 def _install_crash_handler(args: argparse.Namespace) -> Callable[[], None]:

@@ -209,3 +209,64 @@ def test_link_lifecycle_from_the_command_line(
     gone = json.loads(_cli("mailboxes", "--json", *conf, env=env).stdout)
     assert "new.desk@northwind-haulage.example" not in {m["address"] for m in gone}
     assert "eyJ" not in linked.stdout + linked.stderr + wrong.stderr
+
+
+def test_the_window_path_reads_its_options_without_the_commands(monkeypatch, capsys) -> None:
+    from qargo_desktop import cli
+    from qargo_desktop.ui import app
+
+    opened: list[dict[str, object]] = []
+    monkeypatch.setattr(app, "run_from_args", lambda args: opened.append(vars(args)) or 0)
+
+    assert cli.main(["--select", "sales@example.test", "--sandbox", "-v"]) == 0
+    assert opened == [
+        {
+            "quit_after_start": False,
+            "select": "sales@example.test",
+            "config": None,
+            "config_dir": None,
+            "sandbox": True,
+            "verbose": True,
+            "command": None,
+        }
+    ]
+    # What the window's parser cannot take, the whole parser answers as it always did.
+    with pytest.raises(SystemExit) as mistake:
+        cli.main(["--bogus"])
+    assert mistake.value.code == 2
+    assert "COMMAND" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as asked:
+        cli.main(["-h"])
+    assert asked.value.code == 0
+    assert "selftest" in capsys.readouterr().out
+    # A value that happens to be a command's name is still the option's value.
+    assert cli.main(["--select", "signin"]) == 0
+    assert opened[-1]["select"] == "signin"
+    assert len(opened) == 2
+
+
+def test_opening_the_window_loads_neither_the_commands_nor_the_support_modules(
+    tmp_path: Path,
+) -> None:
+    # Start-up time: what the first paint does not need is imported after it.
+    code = (
+        "import sys\n"
+        "from qargo_desktop import cli\n"
+        "from qargo_desktop.ui import app\n"
+        "seen = {}\n"
+        "def run_from_args(args):\n"
+        "    handler = app.CrashHandler().install()\n"
+        "    seen.update(dict.fromkeys(sys.modules))\n"
+        "    handler.uninstall()\n"
+        "    return 0\n"
+        "app.run_from_args = run_from_args\n"
+        "assert cli.main([]) == 0\n"
+        "heavy = ['qargo_desktop.commands', 'qargo_desktop.core.support',\n"
+        "         'qargo_desktop.core.logs', 'PySide6.QtNetwork', 'requests', 'msal', 'keyring']\n"
+        "print([name for name in heavy if name in seen])\n"
+    )
+    result = subprocess.run(
+        [PYTHON, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -6,7 +6,9 @@
 - :func:`format_crash_report` and :func:`save_crash_report` turn an unhandled exception
   into a redacted report (exception, traceback, versions, the last log lines) saved in
   the log folder as ``crash-<time>.txt``; :func:`report_crash` does both and logs it, and
-  :func:`install_crash_handler` routes unhandled exceptions of every thread through it.
+  :func:`install_crash_handler` (from :mod:`qargo_desktop.core.crash_hooks`, light enough
+  to be installed first thing at start-up) routes unhandled exceptions of every thread
+  through it.
 - :func:`contact_text` says where to send a bundle, naming the ``support_contact``
   setting.
 
@@ -25,7 +27,7 @@ import tempfile
 import threading
 import traceback
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from qargo_desktop import APP_NAME
 from qargo_desktop.core.config import AppPaths, Settings, app_paths
+from qargo_desktop.core.crash_hooks import install_crash_handler
 from qargo_desktop.core.logs import RingBufferHandler, redact
 
 if TYPE_CHECKING:
@@ -360,66 +363,6 @@ def report_crash(
     with contextlib.suppress(Exception):
         log.info("Crash report saved: %s", saved.path)
     return saved
-
-
-CrashListener = Callable[[CrashReport], None]
-
-
-def install_crash_handler(
-    log_dir: Path | None,
-    *,
-    on_crash: CrashListener | None = None,
-    ring_buffer: RingBufferHandler | None = None,
-) -> Callable[[], None]:
-    """Send unhandled exceptions of every thread through :func:`report_crash`.
-
-    ``on_crash`` (the window's crash dialog, handed over to the GUI thread) gets each
-    report. ``KeyboardInterrupt`` keeps Python's own handling. Returns a function that
-    puts the previous hooks back.
-    """
-    previous_hook = sys.excepthook
-    previous_thread_hook = threading.excepthook
-
-    def handle(
-        exc_type: type[BaseException],
-        exc: BaseException | None,
-        tb: TracebackType | None,
-        where: str,
-    ) -> None:
-        report = report_crash(
-            exc_type, exc, tb, log_dir=log_dir, where=where, ring_buffer=ring_buffer
-        )
-        if on_crash is not None:
-            try:
-                on_crash(report)
-            except Exception:  # the listener failing must not hide the crash
-                with contextlib.suppress(Exception):
-                    log.exception("The crash listener failed")
-        else:
-            sys.stderr.write(report.text)
-
-    def excepthook(
-        exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
-    ) -> None:
-        if issubclass(exc_type, KeyboardInterrupt):
-            previous_hook(exc_type, exc, tb)
-            return
-        handle(exc_type, exc, tb, "main thread")
-
-    def thread_excepthook(args: threading.ExceptHookArgs) -> None:
-        if issubclass(args.exc_type, SystemExit):
-            return
-        name = args.thread.name if args.thread is not None else "a thread"
-        handle(args.exc_type, args.exc_value, args.exc_traceback, f"thread {name}")
-
-    sys.excepthook = excepthook
-    threading.excepthook = thread_excepthook
-
-    def uninstall() -> None:
-        sys.excepthook = previous_hook
-        threading.excepthook = previous_thread_hook
-
-    return uninstall
 
 
 __all__ = [

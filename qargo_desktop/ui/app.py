@@ -17,22 +17,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QCoreApplication, QObject, QSettings, Qt, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QEvent, QObject, QSettings, Qt, QTimer, Signal, Slot
 from PySide6.QtWidgets import QApplication, QWidget
 
 from qargo_desktop import APP_DISPLAY_NAME, APP_NAME, ORGANISATION_NAME, __version__
-from qargo_desktop.core.support import (
-    CrashReport,
-    format_crash_report,
-    install_crash_handler,
-    report_crash,
-)
+from qargo_desktop.core.crash_hooks import install_crash_handler
 from qargo_desktop.ui.tasks import CrashReporter, set_crash_reporter, was_reported
 
 if TYPE_CHECKING:
     from qargo_desktop.core.config import Settings
     from qargo_desktop.core.logs import RingBufferHandler
     from qargo_desktop.core.services import Services
+    from qargo_desktop.core.support import CrashReport
     from qargo_desktop.ui.main_window import MainWindow
     from qargo_desktop.ui.single_instance import InstanceRequest, SingleInstance
 
@@ -62,6 +58,8 @@ ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
 def crash_report(exc_type: type[BaseException], exc: BaseException, tb: Any, thread: str) -> str:
     """The text of a crash report: when, where, versions and the traceback (redacted)."""
+    from qargo_desktop.core.support import format_crash_report
+
     return format_crash_report(exc_type, exc, tb, where=thread).text
 
 
@@ -75,7 +73,7 @@ class CrashHandler:
     """Every unexpected error on one path: logged, reported, saved, then shown.
 
     Unhandled exceptions of the main thread and of every other thread
-    (:func:`~qargo_desktop.core.support.install_crash_handler`) and unexpected errors of
+    (:func:`~qargo_desktop.core.crash_hooks.install_crash_handler`) and unexpected errors of
     background tasks (:func:`~qargo_desktop.ui.tasks.set_crash_reporter`) all go through
     :func:`~qargo_desktop.core.support.report_crash`: logged, formatted with the versions
     and the last log lines, redacted, and saved as ``crash-<time>.txt`` in the log folder.
@@ -150,6 +148,8 @@ class CrashHandler:
 
     def report_exception(self, error: BaseException, where: str) -> None:
         """Report an exception that something caught but did not expect (a task's bug)."""
+        from qargo_desktop.core.support import report_crash
+
         report = report_crash(
             type(error),
             error,
@@ -376,8 +376,12 @@ def run(
     crash_handler: CrashHandler | None = None,
     instance: SingleInstance | None = None,
     select: str | None = None,
+    after_first_paint: Callable[[], None] | None = None,
 ) -> int:
     """Open the window and run until it closes; returns the process exit code.
+
+    The window paints first, showing that the app is starting; everything else (the
+    services, listening for later starts, ``after_first_paint``) starts right after.
 
     Args:
         settings: The app's settings.
@@ -387,6 +391,7 @@ def run(
             before it loads anything); installed here otherwise.
         instance: This app's single-instance lock; later starts reach the window through it.
         select: The address of a mailbox to select once the list is loaded.
+        after_first_paint: Called first once the window has painted (the log's set-up).
     """
     handler = crash_handler or CrashHandler().install()
     if handler.log_dir is None:
@@ -403,19 +408,28 @@ def run(
     apply_colour_scheme(settings.theme)
     window = MainWindow(settings, window_state=window_state_for(settings))
     handler.attach_gui(window)
+    controller = AppController(window, settings)
+
+    def start_the_rest() -> None:
+        # After the first paint: the window shows "Starting..." while this runs, and the
+        # services' worker thread no longer competes with the first paint for the GIL.
+        if after_first_paint is not None:
+            after_first_paint()
+        if instance is not None:
+            instance.setParent(window)
+            instance.request_received.connect(lambda request: _on_instance_request(window, request))
+            instance.listen()
+        controller.start(sandbox=sandbox)
+        if select:
+            window.select_address(select)
+
+    when_first_painted(window, start_the_rest)
     # The benchmarks' measurement hook (QARGO_BENCH_MARKS); does nothing unless set.
+    # Installed last, its event filter sees the first paint first.
     from qargo_desktop.ui import bench_marks
 
     bench_marks.install(window)
-    controller = AppController(window, settings)
-    if instance is not None:
-        instance.setParent(window)
-        instance.request_received.connect(lambda request: _on_instance_request(window, request))
-        instance.listen()
     window.show()
-    controller.start(sandbox=sandbox)
-    if select:
-        window.select_address(select)
     try:
         return int(app.exec())
     finally:
@@ -424,6 +438,41 @@ def run(
         handler.attach_gui(None)
         if instance is not None:
             instance.release()
+
+
+class _FirstPaint(QObject):
+    """Calls ``then`` once, after ``widget``'s first paint, or after ``fallback_ms``.
+
+    The fallback covers a window that does not paint at once (started minimised, or a
+    platform that never exposes it): the app must start all the same.
+    """
+
+    def __init__(self, widget: QWidget, then: Callable[[], None], fallback_ms: int) -> None:
+        super().__init__(widget)
+        self._widget = widget
+        self._then: Callable[[], None] | None = then
+        widget.installEventFilter(self)
+        QTimer.singleShot(fallback_ms, self, self._call)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt name)
+        """On the first paint, call back once the event loop comes back."""
+        if watched is self._widget and event.type() == QEvent.Type.Paint:
+            self._widget.removeEventFilter(self)
+            QTimer.singleShot(0, self, self._call)
+        return False
+
+    def _call(self) -> None:
+        then, self._then = self._then, None
+        if then is not None:
+            self._widget.removeEventFilter(self)
+            then()
+
+
+def when_first_painted(
+    widget: QWidget, then: Callable[[], None], *, fallback_ms: int = 1000
+) -> None:
+    """Call ``then`` once ``widget`` has painted for the first time (or after a second)."""
+    _FirstPaint(widget, then, fallback_ms)
 
 
 def _on_instance_request(window: MainWindow, request: InstanceRequest) -> None:
@@ -437,7 +486,6 @@ def run_from_args(args: argparse.Namespace) -> int:
     """The window, from the command line's arguments (``qargo-desktop [--sandbox]``)."""
     handler = CrashHandler().install()
     from qargo_desktop.core.config import ConfigError, app_paths, load_settings
-    from qargo_desktop.core.logs import setup_logging
 
     config_file = Path(args.config) if getattr(args, "config", None) else None
     # Only flags actually given override: a False --sandbox must not beat the config file.
@@ -461,20 +509,28 @@ def run_from_args(args: argparse.Namespace) -> int:
         if send_request(instance.name, InstanceRequest(select=select)):
             return 0
         return _show_not_answering(handler, settings)
-    logging_setup = setup_logging(
-        paths.log_dir,
-        "DEBUG" if getattr(args, "verbose", False) else settings.log_level,
-        console=bool(getattr(args, "verbose", False)),
-    )
-    # From here on a crash report is saved in the log folder and quotes the last lines.
-    handler.configure(log_dir=paths.log_dir, ring_buffer=logging_setup.ring_buffer)
-    log.info("%s %s starting", APP_DISPLAY_NAME, __version__)
+    # From here on a crash report is saved in the log folder.
+    handler.configure(log_dir=paths.log_dir)
+
+    def start_logging() -> None:
+        from qargo_desktop.core.logs import setup_logging
+
+        logging_setup = setup_logging(
+            paths.log_dir,
+            "DEBUG" if getattr(args, "verbose", False) else settings.log_level,
+            console=bool(getattr(args, "verbose", False)),
+        )
+        # A crash report quotes the log's last lines from now on.
+        handler.configure(log_dir=paths.log_dir, ring_buffer=logging_setup.ring_buffer)
+        log.info("%s %s starting", APP_DISPLAY_NAME, __version__)
+
     return run(
         settings,
         sandbox=settings.sandbox,
         crash_handler=handler,
         instance=instance,
         select=select,
+        after_first_paint=start_logging,
     )
 
 

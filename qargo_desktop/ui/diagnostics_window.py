@@ -9,7 +9,8 @@ the keyring and the saved sign-ins; the versions; the last warnings and errors.
 
 From here the person copies the report, saves a support bundle (also in the background)
 or prepares one for Qargo Support and is told where to send it. The window is not modal:
-the app stays usable while it runs. :class:`SupportWindows` keeps one of it, and one log
+the app stays usable while it runs.
+:class:`~qargo_desktop.ui.support_windows.SupportWindows` keeps one of it, and one log
 view, per main window.
 """
 
@@ -18,12 +19,12 @@ from __future__ import annotations
 import html
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QCoreApplication, QEvent, QObject, QSize, QStandardPaths, Qt
+from PySide6.QtCore import QCoreApplication, QEvent, QSize, QStandardPaths, Qt
 from PySide6.QtGui import (
     QCloseEvent,
     QFont,
@@ -51,7 +52,7 @@ from qargo_desktop.core.config import AppPaths, Settings, app_paths
 from qargo_desktop.core.errors import QargoError
 from qargo_desktop.ui import dialogs, texts
 from qargo_desktop.ui.i18n import translatable
-from qargo_desktop.ui.log_view import FolderOpener, LogView, find_ring_buffer, open_folder
+from qargo_desktop.ui.log_view import FolderOpener, open_folder
 from qargo_desktop.ui.tasks import Progress, TaskHandle, TaskRunner
 from qargo_desktop.ui.theme import MessageLevel, Theme
 
@@ -67,7 +68,6 @@ if TYPE_CHECKING:
     from qargo_desktop.core.logs import RingBufferHandler
     from qargo_desktop.core.services import Services
     from qargo_desktop.core.support import SupportBundle
-    from qargo_desktop.ui.main_window import MainWindow
 
 log = logging.getLogger(__name__)
 
@@ -956,94 +956,3 @@ class DiagnosticsWindow(QWidget):
 
 def _level_severity(level: MessageLevel) -> str:
     return {MessageLevel.ERROR: "problem", MessageLevel.WARNING: "warning"}.get(level, "ok")
-
-
-# -- one of each per main window ------------------------------------------------------------------
-
-
-class SupportWindows(QObject):
-    """Opens the main window's Diagnostics window and log view: one of each, not modal.
-
-    Help > Diagnostics and Help > Show log of the main window open them. They use the
-    settings and services the running app uses (:attr:`settings_provider`; the app points
-    it at the sandbox's settings when it runs one) and close with the main window.
-
-    Args:
-        window: The main window.
-        ring_buffer: The log's ring buffer (default: the one installed on the root logger).
-    """
-
-    def __init__(self, window: MainWindow, *, ring_buffer: RingBufferHandler | None = None) -> None:
-        super().__init__(window)
-        self._window = window
-        self._ring_buffer = ring_buffer
-        self.diagnostics: DiagnosticsWindow | None = None
-        self.log_view: LogView | None = None
-        #: The settings the services use (the sandbox's, when the app runs one).
-        self.settings_provider: Callable[[], Settings | None] = lambda: window.settings
-        window.diagnostics_requested.connect(self.show_diagnostics)
-        log_action = getattr(window, "log_action", None)
-        if log_action is not None:
-            log_action.triggered.connect(self.show_log)
-        window.installEventFilter(self)
-
-    def _settings(self) -> Settings:
-        return self.settings_provider() or Settings()
-
-    def _ring(self) -> RingBufferHandler | None:
-        return self._ring_buffer or find_ring_buffer()
-
-    def _open_folder(self, folder: Path) -> bool:
-        # Through the window's opener, which tests replace.
-        return self._window.folder_opener(folder)
-
-    def show_diagnostics(self) -> DiagnosticsWindow:
-        """Open (or bring forward) the Diagnostics window; the first opening runs the checks."""
-        window = self.diagnostics
-        if window is None:
-            window = DiagnosticsWindow(
-                self._window,
-                settings=self._settings(),
-                services=self._window.services,
-                tasks=self._window.tasks,
-                theme=self._window.theme,
-                ring_buffer=self._ring(),
-                opener=self._open_folder,
-            )
-            self.diagnostics = window
-        elif not window.running:
-            window.set_context(self._settings(), self._window.services)
-        window.show()
-        window.raise_()
-        window.activateWindow()
-        if window.report is None and not window.running:
-            window.run()
-        return window
-
-    def show_log(self) -> LogView:
-        """Open (or bring forward) the log view."""
-        view = self.log_view
-        if view is None:
-            view = LogView(
-                self._ring(),
-                app_paths(self._settings()).log_dir,
-                self._window,
-                opener=self._open_folder,
-            )
-            self.log_view = view
-        view.show()
-        view.raise_()
-        view.activateWindow()
-        return view
-
-    def close_all(self) -> None:
-        """Close both windows (the main window is closing)."""
-        for window in (self.diagnostics, self.log_view):
-            if window is not None:
-                window.close()
-
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt name)
-        """Close with the main window."""
-        if watched is self._window and event.type() == QEvent.Type.Close:
-            self.close_all()
-        return False

@@ -238,7 +238,7 @@ class MainWindow(QMainWindow):
         from qargo_desktop.ui.link_actions import LinkActions
 
         self.link_actions = LinkActions(self)
-        from qargo_desktop.ui.diagnostics_window import SupportWindows
+        from qargo_desktop.ui.support_windows import SupportWindows
 
         #: Help > Diagnostics and Help > Show log: one window of each.
         self.support = SupportWindows(self)

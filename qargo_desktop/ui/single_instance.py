@@ -14,17 +14,22 @@ they share the token cache safely through its own lock.
 
 from __future__ import annotations
 
+import functools
 import getpass
-import hashlib
 import json
 import logging
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QLockFile, QObject, Signal
-from PySide6.QtNetwork import QLocalServer, QLocalSocket
+
+if TYPE_CHECKING:
+    # Imported where used: the lock is taken before the window's first paint, and
+    # listening can wait until after it (later starts retry for a few seconds).
+    from PySide6.QtNetwork import QLocalServer, QLocalSocket
 
 from qargo_desktop import APP_NAME
 
@@ -76,6 +81,8 @@ def server_name(config_dir: Path, user: str | None = None) -> str:
     Hashed, because user names and paths may hold characters that socket and pipe names
     do not allow, and because the name is visible to other users of the machine.
     """
+    import hashlib
+
     folder = str(Path(config_dir).expanduser().resolve())
     digest = hashlib.sha256(f"{user or _user()}\n{folder}".encode()).hexdigest()[:20]
     return f"{APP_NAME}-{digest}"
@@ -97,10 +104,14 @@ class SingleInstance(QObject):
     def __init__(self, config_dir: Path, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.config_dir = Path(config_dir)
-        self.name = server_name(self.config_dir)
         self._lock: QLockFile | None = None
         self._server: QLocalServer | None = None
         self._buffers: dict[QLocalSocket, bytes] = {}
+
+    @functools.cached_property
+    def name(self) -> str:
+        """The local socket's name (:func:`server_name`)."""
+        return server_name(self.config_dir)
 
     @property
     def listening(self) -> bool:
@@ -120,6 +131,8 @@ class SingleInstance(QObject):
 
     def listen(self) -> bool:
         """Accept requests from later starts (call with the lock held)."""
+        from PySide6.QtNetwork import QLocalServer
+
         server = QLocalServer(self)
         server.setSocketOptions(QLocalServer.SocketOption.UserAccessOption)
         # A socket file left by a crashed run would block listen(); the lock says it is ours.
@@ -194,6 +207,8 @@ def send_request(name: str, request: InstanceRequest, *, timeout_s: float = 5.0)
 
 
 def _send_once(name: str, request: InstanceRequest) -> bool:
+    from PySide6.QtNetwork import QLocalSocket
+
     socket = QLocalSocket()
     socket.connectToServer(name)
     if not socket.waitForConnected(1000):

@@ -120,3 +120,74 @@ def test_run_first_run_page_then_the_built_in_sandbox(qtbot, tmp_path: Path, mon
 def test_window_state_lives_in_the_config_folder(tmp_path: Path) -> None:
     state = app_module.window_state_for(Settings(config_dir=tmp_path / "elsewhere"))
     assert Path(state.fileName()) == tmp_path / "elsewhere" / "window-state.ini"
+
+
+def test_when_first_painted_calls_back_once_after_the_paint(qtbot) -> None:
+    from PySide6.QtCore import QEvent, QObject
+    from PySide6.QtWidgets import QWidget
+
+    events: list[str] = []
+
+    class Paints(QObject):
+        def eventFilter(self, watched, event) -> bool:  # noqa: N802 (Qt name)
+            if event.type() == QEvent.Type.Paint:
+                events.append("paint")
+            return False
+
+    widget = QWidget()
+    qtbot.addWidget(widget)
+    watcher = Paints(widget)
+    widget.installEventFilter(watcher)
+    app_module.when_first_painted(widget, lambda: events.append("then"), fallback_ms=60_000)
+    widget.show()
+    qtbot.waitUntil(lambda: "then" in events, timeout=5000)
+    widget.update()
+    qtbot.wait(100)
+    assert events.index("then") > events.index("paint")
+    assert events.count("then") == 1
+
+
+def test_when_first_painted_falls_back_for_a_window_that_never_paints(qtbot) -> None:
+    from PySide6.QtWidgets import QWidget
+
+    called: list[str] = []
+    widget = QWidget()  # never shown, so never painted
+    qtbot.addWidget(widget)
+    app_module.when_first_painted(widget, lambda: called.append("then"), fallback_ms=50)
+    qtbot.waitUntil(lambda: called == ["then"], timeout=5000)
+    qtbot.wait(100)
+    assert called == ["then"]
+
+
+def test_the_window_paints_before_the_services_start(qtbot, tmp_path: Path, monkeypatch) -> None:
+    from PySide6.QtCore import QEvent, QObject
+
+    order: list[str] = []
+
+    class Paints(QObject):
+        def eventFilter(self, watched, event) -> bool:  # noqa: N802 (Qt name)
+            if isinstance(watched, MainWindow) and event.type() == QEvent.Type.Paint:
+                order.append("paint")
+            return False
+
+    paints = Paints()
+    QApplication.instance().installEventFilter(paints)
+
+    def start(self, *, sandbox: bool) -> None:
+        order.append("services")
+        QTimer.singleShot(0, self.window.close)
+
+    monkeypatch.setattr(app_module.AppController, "start", start)
+    settings = Settings(config_dir=tmp_path / "config", refresh_interval_s=0)
+    try:
+        code = run(
+            settings,
+            argv=[],
+            crash_handler=CrashHandler(),
+            after_first_paint=lambda: order.append("log"),
+        )
+    finally:
+        QApplication.instance().removeEventFilter(paints)
+    assert code == 0
+    assert order[0] == "paint"
+    assert order.index("log") < order.index("services")
