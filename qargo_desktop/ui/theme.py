@@ -17,6 +17,7 @@ background) before it is rendered, so one file per state serves both themes.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -32,7 +33,10 @@ log = logging.getLogger(__name__)
 
 # Pixmaps for every common size and scale (16 px at 100 % to 64 px at 400 %, 256 for the
 # Windows taskbar), so high-DPI screens get crisp icons instead of scaled-up ones.
+#: The sizes an icon is rendered at (QIcon picks the nearest for the size and scale asked).
 _ICON_SIZES = (16, 20, 24, 28, 32, 40, 48, 64, 96, 128, 256)
+#: The state icons are drawn at 16 to 32 logical pixels: up to 300 % needs 96.
+_STATUS_ICON_SIZES = (16, 20, 24, 28, 32, 40, 48, 64, 96)
 _WHITE = "#ffffff"
 
 #: The choices of the ``theme`` setting.
@@ -150,14 +154,14 @@ def _svg_bytes(file_name: str) -> bytes:
     return resource_path("icons", file_name).read_bytes()
 
 
-def render_svg_icon(svg: bytes) -> QIcon:
-    """Render SVG source into an icon with crisp pixmaps at the usual sizes."""
+def render_svg_icon(svg: bytes, sizes: tuple[int, ...] = _ICON_SIZES) -> QIcon:
+    """Render SVG source into an icon with crisp pixmaps at ``sizes`` (the usual ones)."""
     renderer = QSvgRenderer(QByteArray(svg))
     icon = QIcon()
     if not renderer.isValid():
         log.warning("An SVG icon could not be read")
         return icon
-    for size in _ICON_SIZES:
+    for size in sizes:
         pixmap = QPixmap(QSize(size, size))
         pixmap.fill(Qt.GlobalColor.transparent)
         painter = QPainter(pixmap)
@@ -229,7 +233,7 @@ class Theme:
         """The icon of a state (vector source, rendered once per theme)."""
         icon = self._icons.get(status)
         if icon is None:
-            icon = render_svg_icon(self.status_svg(status))
+            icon = render_svg_icon(self.status_svg(status), _STATUS_ICON_SIZES)
             self._icons[status] = icon
         return icon
 
@@ -321,6 +325,7 @@ def apply_colour_scheme(preference: str) -> Theme:
     return Theme(dark=dark)
 
 
+@functools.cache
 def app_icon() -> QIcon:
-    """The application's icon."""
+    """The application's icon (rendered once: a window's icon may be as large as 256 px)."""
     return render_svg_icon(_svg_bytes(APP_ICON_FILE))
