@@ -17,7 +17,6 @@ import os
 import re
 import tempfile
 import tomllib
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -288,12 +287,17 @@ def _authority(value: object, origin: _Origin) -> str:
     return url
 
 
+# A GUID, with or without its hyphens and braces: checked without loading uuid (and, with
+# it, platform) at start-up.
+_GUID = re.compile(
+    r"(?:urn:)?(?:uuid:)?\{?[0-9A-Fa-f]{8}(?:-?[0-9A-Fa-f]{4}){3}-?[0-9A-Fa-f]{12}\}?"
+)
+
+
 def _client_id(value: object, origin: _Origin) -> str:
     text = _text(value, origin)
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        raise _Invalid(f"not an application id (a GUID): {text!r}") from None
+    if not _GUID.fullmatch(text):
+        raise _Invalid(f"not an application id (a GUID): {text!r}")
     return text
 
 

@@ -381,3 +381,30 @@ def test_unused_client_id_constant() -> None:
     assert (
         load_settings(None, {"QARGO_CLIENT_ID": OTHER_CLIENT_ID}, {}).client_id == OTHER_CLIENT_ID
     )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "04b07795-8ddb-461a-bbee-02f9e1bf7b46",
+        "04B07795-8DDB-461A-BBEE-02F9E1BF7B46",
+        "04b077958ddb461abbee02f9e1bf7b46",
+        "{04b07795-8ddb-461a-bbee-02f9e1bf7b46}",
+    ],
+)
+def test_client_id_takes_a_guid_as_entra_shows_it(text: str) -> None:
+    assert load_settings(None, {"QARGO_CLIENT_ID": text}, {}).client_id == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "04b07795-8ddb-461a-bbee-02f9e1bf7b4",
+        "04b07795-8ddb-461a-bbee-02f9e1bf7b46a",
+        "g4b07795-8ddb-461a-bbee-02f9e1bf7b46",
+        "Qargo Desktop",
+    ],
+)
+def test_client_id_refuses_what_is_not_a_guid(text: str) -> None:
+    with pytest.raises(ConfigError, match="not an application id"):
+        load_settings(None, {"QARGO_CLIENT_ID": text}, {})
