@@ -330,8 +330,10 @@ class AppController(QObject):
 
 
 def _warm_up(_cancel: threading.Event, _progress: Any) -> None:
-    """Import the link actions' and the self-test's modules (a background task)."""
+    """Import the link actions', the dialogs' and the self-test's modules (a background task)."""
     import qargo_desktop.core.linking
+    import qargo_desktop.ui.device_code_dialog
+    import qargo_desktop.ui.dialogs
     import qargo_desktop.ui.selftest_dialog  # noqa: F401
 
 

@@ -17,14 +17,15 @@ from PySide6.QtCore import QCoreApplication, QObject
 
 from qargo_desktop.core.errors import QargoError
 from qargo_desktop.core.models import LinkStatus, Mailbox, MailboxAction
-from qargo_desktop.ui import dialogs, texts
-from qargo_desktop.ui.device_code_dialog import DeviceCodeDialog
+from qargo_desktop.ui import texts
 from qargo_desktop.ui.tasks import Progress, TaskHandle, was_reported
 from qargo_desktop.ui.theme import MessageLevel
 
 if TYPE_CHECKING:
     # Imported where used: they bring requests and msal, which the first paint does not need.
     from qargo_desktop.core.linking import LinkResult, MailboxLinker
+    from qargo_desktop.ui import dialogs
+    from qargo_desktop.ui.device_code_dialog import DeviceCodeDialog
     from qargo_desktop.ui.main_window import MainWindow
     from qargo_desktop.ui.selftest_dialog import SelfTestDialog
 
@@ -144,6 +145,8 @@ class LinkActions(QObject):
                 control.opener = opener
             return linker.authorise(mailbox, control, claims_challenge=claims)
 
+        from qargo_desktop.ui import dialogs
+
         dialog = dialogs.SignInWaitDialog(
             self._window,
             title=(
@@ -208,6 +211,8 @@ class LinkActions(QObject):
         def work(cancel: threading.Event, progress: Progress) -> LinkResult:
             # Each code reaches the dialog through the task's progress: on the GUI thread.
             return linker.authorise_device(mailbox, progress, cancel, claims_challenge=claims)
+
+        from qargo_desktop.ui.device_code_dialog import DeviceCodeDialog
 
         dialog = DeviceCodeDialog(
             self._window,
@@ -374,6 +379,8 @@ class LinkActions(QObject):
     def reset(self, mailbox: Mailbox) -> None:
         """Reset a failed link, after a confirmation whose default is Cancel."""
         linker = self._linker()
+        from qargo_desktop.ui import dialogs
+
         if linker is None or not dialogs.confirm_reset(self._window, mailbox):
             return
 
@@ -388,6 +395,8 @@ class LinkActions(QObject):
     def remove(self, mailbox: Mailbox) -> None:
         """Remove a mailbox, after a confirmation whose default is Cancel."""
         linker = self._linker()
+        from qargo_desktop.ui import dialogs
+
         if linker is None or not dialogs.confirm_remove(self._window, mailbox):
             return
 
@@ -411,6 +420,8 @@ class LinkActions(QObject):
         linker = self._linker()
         if linker is None:
             return
+        from qargo_desktop.ui import dialogs
+
         answer = dialogs.ask_new_mailbox(self._window)
         if answer is None:
             return

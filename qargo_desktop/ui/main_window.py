@@ -60,9 +60,8 @@ from qargo_desktop.core.errors import (
     SignInRequired,
 )
 from qargo_desktop.core.models import Mailbox, MailboxAction
-from qargo_desktop.ui import dialogs, i18n, texts
+from qargo_desktop.ui import i18n, texts
 from qargo_desktop.ui.detail_pane import DetailPane
-from qargo_desktop.ui.device_code_dialog import DeviceCodeDialog
 from qargo_desktop.ui.i18n import translatable
 from qargo_desktop.ui.mailbox_model import (
     COLUMN_ADDRESS,
@@ -83,10 +82,13 @@ from qargo_desktop.ui.widgets import (
 )
 
 if TYPE_CHECKING:
-    # Imported where used: they bring requests and msal, which the first paint does not need.
+    # Imported where used: the first paint does not need them (the services bring requests
+    # and msal).
     from qargo_desktop.core.api import MailboxList
     from qargo_desktop.core.config import Settings
     from qargo_desktop.core.services import AdminSession, Services
+    from qargo_desktop.ui import dialogs
+    from qargo_desktop.ui.device_code_dialog import DeviceCodeDialog
 
 log = logging.getLogger(__name__)
 
@@ -984,6 +986,8 @@ class MainWindow(QMainWindow):
                 control.opener = opener
             return services.sign_in_interactive(control)
 
+        from qargo_desktop.ui import dialogs
+
         dialog = dialogs.SignInWaitDialog(self, deadline_s=services.sign_in_timeout_s)
         handle = self.tasks.start(
             "interactive sign-in",
@@ -1018,6 +1022,8 @@ class MainWindow(QMainWindow):
         def work(cancel: threading.Event, progress: Progress) -> AdminSession:
             # The code reaches the dialog through the task's progress: on the GUI thread.
             return services.sign_in_device(progress, cancel)
+
+        from qargo_desktop.ui.device_code_dialog import DeviceCodeDialog
 
         dialog = DeviceCodeDialog(self)
         handle = self.tasks.start(
@@ -1585,6 +1591,8 @@ class MainWindow(QMainWindow):
             details = translate("MainWindow", "Organisation API: {url}").format(
                 url=self._services.endpoints.api_base_url
             )
+        from qargo_desktop.ui import dialogs
+
         dialogs.show_about(self, details)
 
     def open_log_folder(self) -> None:
@@ -1607,6 +1615,8 @@ class MainWindow(QMainWindow):
         from qargo_desktop.core.config import Settings
 
         current = self._settings if self._settings is not None else Settings()
+        from qargo_desktop.ui import dialogs
+
         saved = dialogs.edit_preferences(self, current)
         if saved is not None:
             self.apply_settings(saved)
