@@ -243,10 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return sandbox_browser(arguments[2:])
     args = _window_arguments(arguments)
-    parser = None
     if args is None:
-        parser = build_parser()
-        args = parser.parse_args(arguments)
+        args = build_parser().parse_args(arguments)
     if args.command is None:
         if args.quit_after_start:
             _quit_after_first_paint()
@@ -255,7 +253,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_from_args(args)
     if args.command == "sandbox":
         if args.sandbox_command != "serve":
-            (parser or build_parser()).parse_args([*arguments, "--help"])
+            print(
+                "qargo-desktop sandbox: name a subcommand: serve "
+                "(qargo-desktop sandbox --help says more)",
+                file=sys.stderr,
+            )
+            return ExitCode.USAGE
         from qargo_desktop.commands import sandbox_serve
 
         return sandbox_serve(args)

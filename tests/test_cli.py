@@ -270,3 +270,10 @@ def test_opening_the_window_loads_neither_the_commands_nor_the_support_modules(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_sandbox_without_a_subcommand_is_a_usage_error(capsys) -> None:
+    from qargo_desktop import cli
+
+    assert cli.main(["sandbox"]) == cli.ExitCode.USAGE
+    assert "serve" in capsys.readouterr().err

@@ -412,18 +412,34 @@ def run(
     handler.attach_gui(window)
     controller = AppController(window, settings)
 
-    def start_the_rest() -> None:
-        # After the first paint: the window shows "Starting..." while this runs, and the
-        # services' worker thread no longer competes with the first paint for the GIL.
-        if after_first_paint is not None:
-            after_first_paint()
+    def listen() -> None:
         if instance is not None:
             instance.setParent(window)
             instance.request_received.connect(lambda request: _on_instance_request(window, request))
             instance.listen()
-        controller.start(sandbox=sandbox)
+
+    def start_services() -> None:
+        try:
+            controller.start(sandbox=sandbox)
+        except Exception as exc:
+            window.show_startup_error(
+                translate("app", "The app could not start: {problem}").format(problem=exc)
+            )
+            raise
         if select:
             window.select_address(select)
+
+    def start_the_rest() -> None:
+        # After the first paint: the window shows "Starting..." while this runs, and the
+        # services' worker thread no longer competes with the first paint for the GIL.
+        # Each step on its own: one failing (reported as a crash) must not stop the others.
+        for step in (after_first_paint, listen, start_services):
+            if step is None:
+                continue
+            try:
+                step()
+            except Exception as exc:
+                handler.report_exception(exc, "start-up")
 
     when_first_painted(window, start_the_rest)
     # The benchmarks' measurement hook (QARGO_BENCH_MARKS); does nothing unless set.
@@ -525,6 +541,9 @@ def run_from_args(args: argparse.Namespace) -> int:
         # A crash report quotes the log's last lines from now on.
         handler.configure(log_dir=paths.log_dir, ring_buffer=logging_setup.ring_buffer)
         log.info("%s %s starting", APP_DISPLAY_NAME, __version__)
+        # Said on standard error while the settings were read, before the log started.
+        for warning in settings.warnings:
+            log.warning("Settings: %s", warning)
 
     return run(
         settings,

@@ -124,7 +124,7 @@ class SingleInstance(QObject):
         lock = QLockFile(str(self.config_dir / LOCK_FILE_NAME))
         # Only a dead holder makes the lock stale, never its age: the app runs for days.
         lock.setStaleLockTime(0)
-        if not lock.tryLock(0):
+        if not lock.tryLock(0) and not (_damaged(lock) and _take_damaged(lock)):
             return False
         self._lock = lock
         return True
@@ -183,6 +183,30 @@ class SingleInstance(QObject):
     def _forget(self, socket: QLocalSocket) -> None:
         if self._buffers.pop(socket, None) is not None:
             socket.deleteLater()
+
+
+def _damaged(lock: QLockFile) -> bool:
+    """Whether a lock held by nobody we can name is damaged (empty, cut short, garbage).
+
+    Such a lock is never stale to QLockFile (it cannot tell whether its holder is alive),
+    so it would keep every start out for good. Asked twice, apart, so that a lock being
+    written by another start at this very moment is not mistaken for one.
+    """
+    if lock.error() != QLockFile.LockError.LockFailedError:
+        return False
+    for attempt in range(2):
+        if attempt:
+            time.sleep(0.2)
+        readable, *_holder = lock.getLockInfo()
+        if readable:
+            return False
+    return True
+
+
+def _take_damaged(lock: QLockFile) -> bool:
+    log.warning("The instance lock %s is damaged; taking it over", lock.fileName())
+    lock.removeStaleLockFile()
+    return lock.tryLock(0)
 
 
 def send_request(name: str, request: InstanceRequest, *, timeout_s: float = 5.0) -> bool:

@@ -191,3 +191,25 @@ def test_the_window_paints_before_the_services_start(qtbot, tmp_path: Path, monk
     assert code == 0
     assert order[0] == "paint"
     assert order.index("log") < order.index("services")
+
+
+def test_a_failing_step_after_the_first_paint_does_not_stop_the_others(
+    qtbot, tmp_path: Path, monkeypatch, crashes
+) -> None:
+    started: list[str] = []
+
+    def start(self, *, sandbox: bool) -> None:
+        started.append("services")
+        QTimer.singleShot(0, self.window.close)
+
+    def broken_log() -> None:
+        raise OSError("the log folder is a file")
+
+    monkeypatch.setattr(app_module.AppController, "start", start)
+    settings = Settings(config_dir=tmp_path / "config", refresh_interval_s=0)
+    handler = CrashHandler(log_dir=tmp_path / "logs")
+    code = run(settings, argv=[], crash_handler=handler, after_first_paint=broken_log)
+    assert code == 0
+    assert started == ["services"]
+    assert [(r.exception_type, r.where) for r in handler.reports] == [("OSError", "start-up")]
+    assert len(crashes) == 1  # shown in the crash dialog

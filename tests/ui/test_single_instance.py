@@ -61,6 +61,30 @@ def test_the_lock_is_free_again_once_the_first_closes(tmp_path: Path) -> None:
     again.release()
 
 
+@pytest.mark.parametrize("content", [b"", b"garbage\n", b"\x00\x01"])
+def test_a_damaged_lock_is_taken_over(tmp_path: Path, content: bytes, caplog) -> None:
+    # An empty or unreadable lock names no holder QLockFile could check: left alone, it
+    # would keep every start out for good.
+    folder = tmp_path / "config"
+    folder.mkdir()
+    (folder / "instance.lock").write_bytes(content)
+    instance = SingleInstance(folder)
+    assert instance.acquire()
+    assert "damaged" in caplog.text
+    second = SingleInstance(folder)
+    assert not second.acquire()  # now held, and readable: a live holder
+    instance.release()
+
+
+def test_a_lock_held_elsewhere_is_not_taken_over(tmp_path: Path) -> None:
+    # Another computer's process (a shared profile folder): alive or not, nobody here
+    # can tell, so the lock stands.
+    folder = tmp_path / "config"
+    folder.mkdir()
+    (folder / "instance.lock").write_bytes(b"4242\nanother-host\nqargo-desktop\n")
+    assert not SingleInstance(folder).acquire()
+
+
 def test_a_request_reaches_the_running_app_which_answers(qtbot, first: SingleInstance) -> None:
     received: list[InstanceRequest] = []
     first.request_received.connect(received.append)
