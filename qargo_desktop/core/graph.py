@@ -48,6 +48,7 @@ DEFAULT_SELECT: tuple[str, ...] = (
     "bodyPreview",
     "parentFolderId",
     "isDraft",
+    "isRead",
 )
 
 # Graph caps $top at 1000 for messages; 50 keeps each page quick to fetch and parse.
@@ -112,7 +113,10 @@ class GraphUser:
 
 @dataclass(frozen=True, slots=True)
 class GraphMessage:
-    """One message from a listing (only the selected properties are filled)."""
+    """One message from a listing (only the selected properties are filled).
+
+    ``is_read`` is ``None`` when the listing did not say.
+    """
 
     id: str
     internet_message_id: str
@@ -122,6 +126,7 @@ class GraphMessage:
     body_preview: str = ""
     parent_folder_id: str = ""
     is_draft: bool = False
+    is_read: bool | None = None
     headers: tuple[tuple[str, str], ...] = ()
 
     def header(self, name: str) -> str | None:
@@ -252,18 +257,29 @@ class GraphClient:
 
     # -- calls --------------------------------------------------------------------------
 
-    def me(self, *, cancel: threading.Event | None = None) -> GraphUser:
+    def me(
+        self, *, cancel: threading.Event | None = None, timeout: float | None = None
+    ) -> GraphUser:
         """Return the signed-in mailbox account."""
-        response, info = self._get_or_delete("GET", f"{self.base_url}/me", cancel=cancel)
+        return self.me_with_info(cancel=cancel, timeout=timeout)[0]
+
+    def me_with_info(
+        self, *, cancel: threading.Event | None = None, timeout: float | None = None
+    ) -> tuple[GraphUser, ResponseInfo]:
+        """Return the signed-in mailbox account, and what the answer said besides."""
+        response, info = self._get_or_delete(
+            "GET", f"{self.base_url}/me", cancel=cancel, timeout=timeout
+        )
         data = self._json(response, info)
         if not isinstance(data, Mapping) or not isinstance(data.get("id"), str):
             raise _contract(response, info, "the /me answer has no id")
-        return GraphUser(
+        user = GraphUser(
             id=str(data["id"]),
             display_name=str(data.get("displayName") or ""),
             mail=str(data.get("mail") or ""),
             user_principal_name=str(data.get("userPrincipalName") or ""),
         )
+        return user, info
 
     def folder_id(
         self,
@@ -588,6 +604,7 @@ def _message(item: Any) -> GraphMessage:
         for header in raw_headers:
             if isinstance(header, Mapping):
                 headers.append((str(header.get("name") or ""), str(header.get("value") or "")))
+    is_read = item.get("isRead")
     return GraphMessage(
         id=message_id,
         internet_message_id=str(item.get("internetMessageId") or ""),
@@ -597,6 +614,7 @@ def _message(item: Any) -> GraphMessage:
         body_preview=str(item.get("bodyPreview") or ""),
         parent_folder_id=str(item.get("parentFolderId") or ""),
         is_draft=bool(item.get("isDraft", False)),
+        is_read=is_read if isinstance(is_read, bool) else None,
         headers=tuple(headers),
     )
 

@@ -4,7 +4,9 @@ Each probe takes one service address through the layers a request goes through, 
 each: the name lookup (DNS), the TCP connection, the TLS handshake (with the certificate's
 issuer and the TLS version, which is how a TLS-inspecting proxy shows itself) and an HTTP
 request through the app's own session. When a proxy is in use, DNS and TCP concern the
-proxy and TLS runs through its ``CONNECT`` tunnel, as the real requests do.
+proxy and TLS runs through its ``CONNECT`` tunnel, as the real requests do. A caller whose
+own first request to the service will show its HTTP layer anyway can leave that layer out
+and add the answer later (:meth:`EndpointProbe.with_http`), sparing the service a request.
 
 The ``Date`` header of each answer also tells how far the local clock is from the
 servers'; :class:`ClockSkew` combines those readings.
@@ -21,8 +23,8 @@ import ssl
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit
@@ -160,6 +162,36 @@ class EndpointProbe:
         """The layer with this name."""
         return next((step for step in self.steps if step.name == name), None)
 
+    def with_http(
+        self,
+        step: ProbeStep,
+        *,
+        status: int | None = None,
+        server_date: datetime | None = None,
+        local_before: float | None = None,
+        local_after: float | None = None,
+    ) -> EndpointProbe:
+        """This probe with its HTTP layer taken from a request made elsewhere.
+
+        For a probe made without its HTTP layer: the caller's own first request to the
+        service (an authenticated one, say) shows that layer as well as the probe's would.
+
+        Args:
+            step: The HTTP layer (see :func:`http_answer_step`).
+            status: The HTTP status of that request's answer, if it got one.
+            server_date: The answer's ``Date`` header.
+            local_before: Local wall-clock time just before the request.
+            local_after: Local wall-clock time just after its answer.
+        """
+        return replace(
+            self,
+            steps=(*(s for s in self.steps if s.name != HTTP), step),
+            http_status=status,
+            server_date=server_date,
+            local_before=local_before,
+            local_after=local_after,
+        )
+
     def summary(self) -> str:
         """One line: each layer's time, or what failed."""
         parts = []
@@ -259,6 +291,7 @@ def probe_endpoint(
     session: requests.Session,
     *,
     http_url: str | None = None,
+    check_http: bool = True,
     timeout_s: float = _DEFAULT_TIMEOUT_S,
     cancel: threading.Event | None = None,
     clock: Callable[[], float] = time.time,
@@ -271,6 +304,8 @@ def probe_endpoint(
         session: The app's HTTP session: its proxy choice and TLS trust are the ones probed.
         http_url: The address of the HTTP request (default ``url``); any HTTP answer counts
             as reachable, even 401 or 404, except 407 (proxy) and 5xx.
+        check_http: False leaves the HTTP layer out (the probe then has no such step): the
+            caller's own request will show it (see :meth:`EndpointProbe.with_http`).
         timeout_s: Timeout of each layer.
         cancel: Stops between layers when set (the rest are reported as not run).
         clock: The local wall clock (tests move it).
@@ -288,12 +323,14 @@ def probe_endpoint(
     result["addresses"] = tuple(dict.fromkeys(str(a[4][0]) for a in addresses))
     if step.ok and not cancelled():
         steps.extend(_connect_and_handshake(target, addresses, result, cancelled))
-    if all(s.ok for s in steps) and not cancelled():
+    if check_http and all(s.ok for s in steps) and not cancelled():
         steps.append(_http(session, http_url or url, timeout_s, clock, result))
 
     expected = [DNS, TCP, *(["proxy"] if target.proxy else []), *([TLS] if target.secure else [])]
+    if check_http:
+        expected.append(HTTP)
     done = {s.name for s in steps}
-    steps.extend(ProbeStep(n, None, None, "not run") for n in [*expected, HTTP] if n not in done)
+    steps.extend(ProbeStep(n, None, None, "not run") for n in expected if n not in done)
     probe = EndpointProbe(
         name=name,
         url=url,
@@ -402,15 +439,19 @@ def probe_all(
     cancel: threading.Event | None = None,
     clock: Callable[[], float] = time.time,
     on_probe: Callable[[EndpointProbe], None] | None = None,
+    skip_http: Collection[str] = (),
 ) -> list[EndpointProbe]:
-    """Probe each ``(name, url, http_url)`` in turn; ``on_probe`` sees each as it finishes."""
+    """Probe each ``(name, url, http_url)`` in turn; ``on_probe`` sees each as it finishes.
+
+    The services named in ``skip_http`` are probed without their HTTP layer.
+    """
     probes = []
     for name, url, http_url in targets:
         if cancel is not None and cancel.is_set():
             break
         probe = probe_endpoint(
-            name, url, session, http_url=http_url, timeout_s=timeout_s, cancel=cancel,
-            clock=clock,
+            name, url, session, http_url=http_url, check_http=name not in skip_http,
+            timeout_s=timeout_s, cancel=cancel, clock=clock,
         )  # fmt: skip
         probes.append(probe)
         if on_probe is not None:
@@ -625,13 +666,23 @@ def _http(
     result["server_date"] = parse_http_date(response.headers.get("Date"))
     result["local_before"] = before
     result["local_after"] = after
-    status = response.status_code
+    return http_answer_step(response.status_code, elapsed)
+
+
+def http_answer_step(status: int, elapsed_s: float) -> ProbeStep:
+    """The HTTP layer of a probe whose request was answered with ``status``.
+
+    Any answer counts as reachable, even 401 or 404, except 407 (the proxy wants a sign-in)
+    and 5xx.
+    """
     if status == 407:
-        return ProbeStep(HTTP, False, elapsed, "the proxy wants a sign-in (407)", "net:proxy_auth")
+        return ProbeStep(
+            HTTP, False, elapsed_s, "the proxy wants a sign-in (407)", "net:proxy_auth"
+        )
     if status >= 500:
         key = "net:unavailable" if status in (502, 503, 504) else "net:bad_response"
-        return ProbeStep(HTTP, False, elapsed, f"the service answered {status}", key)
-    return ProbeStep(HTTP, True, elapsed, f"answered {status}")
+        return ProbeStep(HTTP, False, elapsed_s, f"the service answered {status}", key)
+    return ProbeStep(HTTP, True, elapsed_s, f"answered {status}")
 
 
 def _proxy_for(session: requests.Session, url: str) -> tuple[str | None, str]:
@@ -691,6 +742,7 @@ __all__ = [
     "EndpointProbe",
     "ProbeStep",
     "TlsDetails",
+    "http_answer_step",
     "probe_all",
     "probe_endpoint",
 ]

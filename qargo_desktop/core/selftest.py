@@ -4,15 +4,17 @@ One run, on the caller's thread, in six steps:
 
 1. **preflight**: the API, sign-in and Graph addresses are reachable (DNS, TCP, TLS, HTTP,
    each timed), which proxy is in use, how far the local clock is from the servers', and
-   which mailbox the address is in Qargo;
+   which mailbox the address is in Qargo. Graph's HTTP layer is timed by the token step's
+   request instead of one of its own: Graph sees as few requests as the test can make;
 2. **token**: a Graph token for the mailbox account, silently from the mailbox cache, or
-   through an interactive sign-in as that account;
+   through an interactive sign-in as that account, then checked with Graph;
 3. **send**: one test message from the mailbox to itself through ``sendMail``, marked so
    it can be found and recognised. Exactly one send per run: when the send gets no answer
    the run looks for the message instead of sending it again;
-4. **delivery**: the message's arrival, polled through Graph politely (quick at first, then
-   backing off, at most about one request a second, honouring ``Retry-After``), matched by
-   its marker on every page whatever order Graph lists messages in;
+4. **delivery**: the message's arrival, polled through Graph politely (the first look when a
+   delivery becomes likely, then backing off, at most about one request a second,
+   honouring ``Retry-After``), matched by its marker on every page whatever order Graph
+   lists messages in, never mistaking a Sent Items copy for the delivered one;
 5. **sync**: the moment Qargo's own sync saw it, from the organisation API;
 6. **cleanup**: the test message deleted (a message already gone is fine), unless kept.
 
@@ -47,6 +49,7 @@ from qargo_desktop.core.errors import (
     DeadlineExceeded,
     GraphError,
     IdentityError,
+    NetworkError,
     NextStep,
     QargoError,
     advice_for,
@@ -62,7 +65,14 @@ from qargo_desktop.core.graph import (
 from qargo_desktop.core.http import cancel_scope
 from qargo_desktop.core.identity import IdentityClient, InteractiveControl, TokenResult
 from qargo_desktop.core.models import LinkStatus, Mailbox
-from qargo_desktop.core.probe import ClockSkew, EndpointProbe, probe_all
+from qargo_desktop.core.probe import (
+    HTTP,
+    ClockSkew,
+    EndpointProbe,
+    ProbeStep,
+    http_answer_step,
+    probe_all,
+)
 from qargo_desktop.core.services import Services
 
 log = logging.getLogger(__name__)
@@ -238,7 +248,10 @@ class PollPolicy:
 
     Attributes:
         first_delay_s: Wait before the first look for the message after sending it.
-        interval_s: Wait between the first and second looks.
+            Exchange Online takes a second or more to deliver a message, even to the
+            mailbox that sent it: an earlier look would be a request spent for nothing.
+        interval_s: Wait between the first and second looks (never shorter than the first
+            wait: waits only grow).
         backoff: Each later wait is this much longer than the one before...
         max_interval_s: ...up to this.
         max_rate_per_s: At most this many requests a second on average (every page and
@@ -246,7 +259,7 @@ class PollPolicy:
         burst: ...with at most this many in a quick burst.
     """
 
-    first_delay_s: float = 0.5
+    first_delay_s: float = 1.5
     interval_s: float = 1.0
     backoff: float = 1.5
     max_interval_s: float = 10.0
@@ -256,7 +269,7 @@ class PollPolicy:
     def intervals(self) -> Iterator[float]:
         """The waits between looks: the first delay, then growing ones."""
         yield self.first_delay_s
-        interval = self.interval_s
+        interval = min(self.max_interval_s, max(self.interval_s, self.first_delay_s))
         while True:
             yield interval
             interval = min(self.max_interval_s, interval * self.backoff)
@@ -687,6 +700,7 @@ class SelfTest:
         self._identity: IdentityClient | None = None
         self._signed_in_how: str | None = None
         self._sent_items_id: str | None = None
+        self._sent_items_asked = False
         self._send_info: ResponseInfo | None = None
         self._send_unconfirmed = False
         self._send_local: tuple[float, float] | None = None  # wall clock around sendMail
@@ -819,6 +833,8 @@ class SelfTest:
                 cancel=self.cancel,
                 clock=self._clock,
                 on_probe=on_probe,
+                # The token step's own request to Graph shows its HTTP layer (and its clock).
+                skip_http=("graph",),
             )
             self._check_cancel()
             self._probes = tuple(probes)
@@ -833,9 +849,7 @@ class SelfTest:
                 broken = probe.failed_step
                 step.update(
                     StepState.FAILED,
-                    f"{_SERVICE_NAMES[probe.name]} cannot be reached: "
-                    f"{broken.name.upper() if broken else '?'} "
-                    f"{broken.detail if broken else 'failed'}",
+                    _unreachable(probe.name, broken),
                     advice_key=broken.error_key if broken else "net:connection",
                     detail=detail,
                 )
@@ -921,10 +935,16 @@ class SelfTest:
             self._check_graph_access(step, self._graph, signed_in)
 
     def _check_graph_access(self, step: _StepHandle, graph: GraphClient, signed_in: str) -> None:
-        """Ask Graph who the token belongs to: proves the token works before any send."""
+        """Ask Graph who the token belongs to: proves the token works before any send.
+
+        The run's first request to Graph: it also stands for the HTTP layer of Graph's probe,
+        which the preflight left out.
+        """
         step.update(StepState.RUNNING, "Checking the mailbox's access to Microsoft Graph")
+        before = self._clock()
+        started = time.monotonic()
         try:
-            user = graph.me(cancel=self.cancel)
+            user, info = graph.me_with_info(cancel=self.cancel, timeout=self._timeout())
         except IdentityError as exc:
             # Graph refused the cached token and the refresh was refused too.
             if _grant_refused(exc):
@@ -934,8 +954,36 @@ class SelfTest:
         except QargoError as exc:
             if self.cancel.is_set():
                 raise
-            step.fail(exc, f"Microsoft Graph refused the mailbox's sign-in: {exc.explain()}")
+            # An answer, or none at all, is what the probe's own HTTP request would have seen.
+            http: ProbeStep | None = None
+            if isinstance(exc, GraphError):
+                http = http_answer_step(exc.status, time.monotonic() - started)
+                self._graph_http(http, status=exc.status)
+            elif isinstance(exc, NetworkError):
+                http = ProbeStep(
+                    HTTP, False, time.monotonic() - started, str(exc), exc.key or "net:connection"
+                )
+                self._graph_http(http, status=None)
+            if http is not None and not http.ok:
+                step.update(
+                    StepState.FAILED,
+                    _unreachable("graph", http),
+                    advice_key=http.error_key,
+                    error_code=exc.code,
+                    correlation_id=exc.correlation_id,
+                )
+            else:
+                step.fail(exc, f"Microsoft Graph refused the mailbox's sign-in: {exc.explain()}")
             raise _Stop() from None
+        after = self._clock()
+        self._sample(info, before, after)
+        self._graph_http(
+            http_answer_step(info.status, info.elapsed_s),
+            status=info.status,
+            server_date=info.server_date,
+            local_before=before,
+            local_after=after,
+        )
         self._check_cancel()
         how = "from the saved sign-in" if self._signed_in_how == "silent" else "in the browser"
         # An alias of the account is fine (mail to it lands in the same mailbox), so a
@@ -945,6 +993,29 @@ class SelfTest:
             StepState.PASSED,
             f"Signed in as {signed_in} {how}; Graph knows it as {graph_name}",
             detail={"signed_in": self._signed_in_how, "graph_user": graph_name},
+        )
+
+    def _graph_http(
+        self,
+        http: ProbeStep,
+        *,
+        status: int | None,
+        server_date: datetime | None = None,
+        local_before: float | None = None,
+        local_after: float | None = None,
+    ) -> None:
+        """Complete Graph's preflight probe with the HTTP layer the token check showed."""
+        self._probes = tuple(
+            probe.with_http(
+                http,
+                status=status,
+                server_date=server_date,
+                local_before=local_before,
+                local_after=local_after,
+            )
+            if probe.name == "graph"
+            else probe
+            for probe in self._probes
         )
 
     def _silent_token(self, identity: IdentityClient, step: _StepHandle) -> TokenResult | None:
@@ -1021,17 +1092,6 @@ class SelfTest:
         graph = self._graph
         assert graph is not None
         with self._step(StepId.SEND, "Sending the test message") as step:
-            try:
-                # Only to recognise a Sent Items copy, should a tenant policy keep one.
-                self._sent_items_id = graph.folder_id(
-                    "sentitems", cancel=self.cancel, timeout=self._timeout()
-                )
-            except QargoError as exc:
-                if self.cancel.is_set():
-                    raise
-                log.info("Sent Items folder id unknown (%s); carrying on", exc.code)
-            self._check_cancel()
-
             fate = "It is kept, as asked." if self.options.keep else "It is deleted automatically."
             message = OutgoingMessage(
                 subject=self.subject,
@@ -1249,16 +1309,41 @@ class SelfTest:
             next_link = page.next_link
             if not next_link:
                 break
+        if any(m.is_read is not False for m in matches):
+            # Exchange files a sender's own copy as read, so only a read copy (or one whose
+            # state Graph did not give) may be a Sent Items copy, kept should a tenant policy
+            # override saveToSentItems. Only then is Sent Items' id worth a request.
+            sent_items = self._sent_items_folder(graph, pacer, deadline)
+            if sent_items:
+                matches = [m for m in matches if m.parent_folder_id != sent_items]
         if not matches:
             return None
         # Latest arrival first: a copy in another folder never beats the inbox's.
         matches.sort(key=lambda m: m.received_at or datetime.min.replace(tzinfo=UTC))
         return matches[-1]
 
+    def _sent_items_folder(self, graph: GraphClient, pacer: _Pacer, deadline: float) -> str | None:
+        """The id of the Sent Items folder: asked of Graph once a run, when first needed."""
+        if self._sent_items_asked:
+            return self._sent_items_id
+        if not pacer.wait_turn(deadline):
+            raise _OutOfTime()
+        self._sent_items_asked = True
+        try:
+            self._sent_items_id = graph.folder_id(
+                "sentitems", cancel=self.cancel, timeout=self._timeout()
+            )
+        except QargoError as exc:
+            if self.cancel.is_set():
+                raise
+            retry_after = getattr(exc, "retry_after", None)
+            if isinstance(retry_after, int | float):
+                pacer.hold(float(retry_after))
+            log.info("Sent Items folder id unknown (%s); carrying on", exc.code)
+        return self._sent_items_id
+
     def _is_test_message(self, message: GraphMessage) -> bool:
         if message.is_draft:
-            return False
-        if self._sent_items_id and message.parent_folder_id == self._sent_items_id:
             return False
         return (
             self.marker in message.subject
@@ -1693,6 +1778,14 @@ class _StepHandle:
 
 
 _SERVICE_NAMES = {"api": "Qargo", "identity": "Microsoft sign-in", "graph": "Microsoft Graph"}
+
+
+def _unreachable(service: str, broken: ProbeStep | None) -> str:
+    """Which service cannot be reached, and at which layer."""
+    layer = f"{broken.name.upper()} {broken.detail}" if broken else "? failed"
+    return f"{_SERVICE_NAMES[service]} cannot be reached: {layer}"
+
+
 _LEG_NAMES = {
     StepId.PREFLIGHT: "preflight",
     StepId.TOKEN: "sign-in",

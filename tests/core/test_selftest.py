@@ -37,6 +37,8 @@ DOMAIN = "northwind-haulage.example"
 DISPATCH = f"dispatch@{DOMAIN}"
 SEND_PATH = "/graph/v1.0/me/sendMail"
 MESSAGES_PATH = "/graph/v1.0/me/messages"
+ME_PATH = "/graph/v1.0/me"
+SENT_ITEMS_PATH = "/graph/v1.0/me/mailFolders/sentitems"
 
 
 def sign_in_mailbox(services: Any, browser: Any, address: str = DISPATCH) -> None:
@@ -78,6 +80,19 @@ def run(
 
 def sends(sandbox: Any) -> int:
     return int(sandbox.world.faults.request_count("graph", "POST", SEND_PATH))
+
+
+def graph_requests(sandbox: Any) -> dict[str, int]:
+    """Every request Graph saw, as ``{"METHOD path": count}`` (message ids left out)."""
+    counts: dict[str, int] = {}
+    for row in sandbox.world.faults.counters()["requests"]:
+        if row["service"] == "graph":
+            path = row["path"].split("/messages/")[0] + (
+                "/messages/{id}" if "/messages/" in row["path"] else ""
+            )
+            key = f"{row['method']} {path}"
+            counts[key] = counts.get(key, 0) + row["count"]
+    return counts
 
 
 def close_to(measured: float | None, told: float, uncertainty: float | None) -> bool:
@@ -134,6 +149,63 @@ def test_a_healthy_mailbox_passes(sandbox: Any, mailbox: Any) -> None:
     assert {s["id"] for s in data["steps"]} == {s.value for s in STEPS}
     text = report.to_text()
     assert "PASSED" in text and "Delivery" in text and report.subject in text
+
+
+def test_a_healthy_run_asks_graph_only_what_it_needs(sandbox: Any, mailbox: Any) -> None:
+    sandbox.world.faults.reset_counters()
+
+    report, _events = run(mailbox, poll=PollPolicy())
+
+    assert report.verdict is Verdict.PASS, report.to_text()
+    # Who the token belongs to (also the HTTP layer of Graph's probe), the send, one look
+    # (the first comes when a delivery is likely: the sandbox's has happened by then), and
+    # the clean-up. No second /me, and no Sent Items lookup: the delivered copy is unread,
+    # so it cannot be a Sent Items copy.
+    assert graph_requests(sandbox) == {
+        f"GET {ME_PATH}": 1,
+        f"POST {SEND_PATH}": 1,
+        f"GET {MESSAGES_PATH}": 1,
+        f"DELETE {MESSAGES_PATH}/{{id}}": 1,
+    }
+    # Graph's probe still shows every layer, the HTTP one from the token check's answer.
+    (graph,) = [p for p in report.probes if p.name == "graph"]
+    assert graph.ok, graph.summary()
+    assert [s.name for s in graph.steps] == ["dns", "tcp", "tls", "http"]
+    assert graph.http_status == 200 and graph.server_date is not None
+    assert graph.skew_s is not None and abs(graph.skew_s) < 1.5
+    assert "HTTP" in graph.summary() and "HTTP" in report.to_text()
+    assert [p.name for p in report.probes] == ["api", "identity", "graph"]
+    assert report.step(StepId.TOKEN).detail["graph_user"] == DISPATCH
+
+
+def test_a_sent_items_copy_is_not_taken_for_the_delivered_message(
+    sandbox: Any, mailbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A tenant whose policy keeps the sender's copy whatever saveToSentItems says: that copy
+    # is in /me/messages at once, with the marker, long before the delivered one.
+    store = sandbox.world.mail_store
+    send = store.send
+
+    def send_keeping_a_copy(sender: str, envelope: Any, **_ignored: Any) -> None:
+        send(sender, envelope, save_to_sent_items=True)
+
+    monkeypatch.setattr(store, "send", send_keeping_a_copy)
+    sandbox.set_faults(delivery_delay_s=1.5)
+    sandbox.world.faults.reset_counters()
+
+    report, _events = run(mailbox)
+
+    assert report.verdict is Verdict.PASS, report.to_text()
+    t = report.timings
+    assert close_to(t.delivery_s, 1.5, t.delivery_uncertainty_s)
+    # Sent Items' id was asked once, when the first read copy showed up.
+    assert graph_requests(sandbox)[f"GET {SENT_ITEMS_PATH}"] == 1
+    assert graph_requests(sandbox)[f"GET {MESSAGES_PATH}"] >= 2
+    folders = sorted(
+        m.folder for m in store.messages(DISPATCH) if report.marker in m.envelope.subject
+    )
+    # The delivered copy was deleted; the sender's copy stays where the tenant keeps it.
+    assert folders == ["deleteditems", "sentitems"]
 
 
 def test_interactive_sign_in_as_the_mailbox(sandbox: Any, admin: Any, browser: Any) -> None:
@@ -309,7 +381,7 @@ def test_polling_stays_polite(
 ) -> None:
     sandbox.set_faults(lose_mail=True)
 
-    report, _events = run(mailbox, poll=PollPolicy(), thresholds=Thresholds(delivery_fail_s=4))
+    report, _events = run(mailbox, poll=PollPolicy(), thresholds=Thresholds(delivery_fail_s=6))
 
     listings = [at for at, _m, path, _f in request_log if path == MESSAGES_PATH]
     span = listings[-1] - listings[0]
@@ -410,6 +482,26 @@ def test_a_mailbox_that_is_not_in_qargo(sandbox: Any, admin: Any) -> None:
 
     assert report.verdict is Verdict.COULD_NOT_RUN
     assert report.step(StepId.PREFLIGHT).advice_key == "api:mailbox_not_found"
+
+
+def test_graph_failing_at_the_token_check_cannot_run(sandbox: Any, mailbox: Any) -> None:
+    # The token check is the preflight's HTTP request to Graph: a Graph that answers 503
+    # is unreachable, as the preflight would have said, and nothing is sent.
+    mailbox.session.get_adapter("https://").retry_policy = RetryPolicy(max_attempts=1)
+    sandbox.set_faults(unavailable_probability=1.0, paths=[ME_PATH], methods=["GET"])
+
+    report, _events = run(mailbox)
+
+    assert report.verdict is Verdict.COULD_NOT_RUN, report.to_text()
+    assert report.step(StepId.PREFLIGHT).state is StepState.PASSED
+    token = report.step(StepId.TOKEN)
+    assert token.state is StepState.FAILED
+    assert token.advice_key == "net:unavailable"
+    assert token.message.startswith("Microsoft Graph cannot be reached: HTTP")
+    assert report.next_step is NextStep.RETRY_LATER
+    (graph,) = [p for p in report.probes if p.name == "graph"]
+    assert graph.http_status == 503 and not graph.ok
+    assert sends(sandbox) == 0
 
 
 def test_an_unreachable_service_cannot_run(sandbox: Any, admin: Any) -> None:
