@@ -8,6 +8,10 @@ One :class:`Sandbox` runs every sandbox service in the current process, on loopb
 - a plain-HTTP port Q serving only the pages a person's browser opens (sign-in, sign-out,
   device login), which a browser trusts without a certificate warning.
 
+Both keep HTTP/1.1 connections open between requests, as real servers do (werkzeug's
+development server closes every connection after one response, so each request would pay
+a new TLS handshake that no real service makes a client pay).
+
 Services are mounted in :func:`service_mounts`, one line each; :func:`wrap_service` is the hook
 fault injection wraps each service with; :func:`prepare_world` seeds the world before the
 servers start.
@@ -16,17 +20,20 @@ servers start.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import socket
 import ssl
 import threading
+import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from werkzeug.exceptions import InternalServerError
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
 from qargo_desktop.sandbox import ca
@@ -66,6 +73,9 @@ _CERT_FOLDER = "certificates"
 _JOIN_TIMEOUT_S = 5.0
 # Idle keep-alive connections are closed after this long so worker threads do not pile up.
 _CONNECTION_TIMEOUT_S = 30.0
+# A request body the service left unread is read and dropped up to this size to keep the
+# connection for the next request; a larger one closes the connection instead.
+_DRAIN_LIMIT = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -329,10 +339,210 @@ class _Dispatcher:
         return json_response(start_response, 404, {"error": "not_found"})
 
 
-class _RequestHandler(WSGIRequestHandler):
-    """Werkzeug's handler, logging through this module's logger without query strings."""
+class _RequestBody(io.RawIOBase):
+    """``wsgi.input`` that ends where the request's body ends.
 
+    On a kept-alive connection the bytes after the body are the client's next request; a
+    service reading "everything" must not get them, and what it leaves unread must be
+    skipped before the next request is parsed.
+    """
+
+    def __init__(self, stream: io.BufferedIOBase, length: int) -> None:
+        super().__init__()
+        self._stream = stream
+        self._left = length
+
+    def readable(self) -> bool:
+        """Always readable."""
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Read up to ``size`` bytes of the body (all that is left when negative)."""
+        wanted = self._left if size is None or size < 0 else min(size, self._left)
+        if wanted <= 0:
+            return b""
+        data = self._stream.read(wanted)
+        self._left -= len(data)
+        if not data:
+            self._left = 0
+            raise ConnectionResetError("the client closed the connection inside its request")
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        """Read into ``buffer``; the number of bytes read."""
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        """Read one line of the body, at most ``size`` bytes."""
+        wanted = self._left if size is None or size < 0 else min(size, self._left)
+        if wanted <= 0:
+            return b""
+        data = self._stream.readline(wanted)
+        self._left -= len(data)
+        return data
+
+    def skip_rest(self) -> bool:
+        """Read and drop what is left of the body; ``False`` when too much is left."""
+        if self._left > _DRAIN_LIMIT:
+            return False
+        while self._left > 0:
+            self.read(min(self._left, 65536))
+        return True
+
+
+class _Response:
+    """One WSGI response written to a kept-alive connection, framed so the next can follow.
+
+    The body goes out with the length the service announced or, when it announced none,
+    in chunks; a response that cannot be framed (an HTTP/1.0 client, a body shorter or
+    longer than announced) ends with the connection.
+    """
+
+    def __init__(self, handler: _RequestHandler, keep_alive: bool) -> None:
+        self.handler = handler
+        self.keep_alive = keep_alive
+        self.status: str | None = None
+        self.headers: list[tuple[str, str]] = []
+        self.headers_sent = False
+        self.chunked = False
+        self.no_body = False
+        self.announced: int | None = None
+        self.written = 0
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], None]:
+        """WSGI's ``start_response``."""
+        if exc_info is not None:
+            try:
+                if self.headers_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.status is not None:
+            raise AssertionError("the response was already started")
+        self.status = status
+        self.headers = list(headers)
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        """Send ``data`` (the status and headers first, once)."""
+        if not self.headers_sent:
+            self._send_headers()
+        if not data or self.no_body:
+            return
+        out = self.handler.wfile
+        if self.chunked:
+            out.write(b"%x\r\n%s\r\n" % (len(data), data))
+        else:
+            out.write(data)
+        self.written += len(data)
+
+    def finish(self) -> None:
+        """End the body; decide whether the connection can carry another request."""
+        if not self.headers_sent:
+            self.write(b"")
+        if self.chunked:
+            self.handler.wfile.write(b"0\r\n\r\n")
+        elif self.announced is not None and self.written != self.announced and not self.no_body:
+            self.keep_alive = False
+        self.handler.wfile.flush()
+
+    def _send_headers(self) -> None:
+        if self.status is None:
+            raise AssertionError("write() before start_response()")
+        self.headers_sent = True
+        code_text, _space, reason = self.status.partition(" ")
+        code = int(code_text)
+        method = self.handler.command
+        self.no_body = method == "HEAD" or 100 <= code < 200 or code in {204, 304}
+        handler = self.handler
+        handler.send_response(code, reason)
+        for name, value in self.headers:
+            if name.lower() == "connection":
+                continue  # the server decides whether the connection stays open
+            if name.lower() == "content-length":
+                with contextlib.suppress(ValueError):
+                    self.announced = int(value)
+            handler.send_header(name, value)
+        if self.announced is None and not self.no_body:
+            if self.keep_alive:
+                self.chunked = True
+                handler.send_header("Transfer-Encoding", "chunked")
+            # Otherwise the body ends with the connection.
+            self.keep_alive = self.chunked
+        if not self.keep_alive:
+            handler.send_header("Connection", "close")
+        handler.end_headers()
+
+
+class _RequestHandler(WSGIRequestHandler):
+    """Werkzeug's handler with keep-alive, logging through this module's logger.
+
+    Query strings are left out of the log.
+    """
+
+    protocol_version = "HTTP/1.1"
     timeout = _CONNECTION_TIMEOUT_S
+
+    def run_wsgi(self) -> None:
+        """Serve one request and keep the connection for the next one when HTTP allows.
+
+        werkzeug's own version always answers ``Connection: close`` and, to leave nothing
+        unread, reads whatever the client sends in the next few milliseconds: on a kept
+        connection that would swallow the client's next request.
+        """
+        if self.headers.get("Expect", "").lower().strip(" \t") == "100-continue":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.environ = environ = self.make_environ()
+        keep_alive = not self.close_connection and self.request_version == "HTTP/1.1"
+        body: _RequestBody | None = None
+        if not environ.get("wsgi.input_terminated"):  # a chunked body ends the connection
+            try:
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                length = -1
+            if length >= 0:
+                body = _RequestBody(self.rfile, length)
+                environ["wsgi.input"] = body
+        if body is None:
+            keep_alive = False
+
+        response = _Response(self, keep_alive)
+        try:
+            self._execute(self.server.app, environ, response)
+        except (ConnectionError, TimeoutError, ssl.SSLError):
+            # The client left, or a fault injected a dropped connection.
+            self.close_connection = True
+            return
+        except Exception:
+            self.close_connection = True
+            self.server.log("error", "Error on request:\n%s", traceback.format_exc())
+            if response.headers_sent:
+                return  # the client sees a cut response, as from a crashed server
+            with contextlib.suppress(Exception):
+                self._execute(InternalServerError(), environ, _Response(self, False))
+            return
+        try:
+            kept = response.keep_alive and body is not None and body.skip_rest()
+        except (ConnectionError, TimeoutError, ssl.SSLError):
+            kept = False
+        if not kept:
+            self.close_connection = True
+
+    @staticmethod
+    def _execute(app: Any, environ: dict[str, Any], response: _Response) -> None:
+        result = app(environ, response.start_response)
+        try:
+            for data in result:
+                response.write(data)
+            response.finish()
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         # Query strings can hold codes or hints; the path alone says what happened.
@@ -394,6 +604,9 @@ class _Server(ThreadedWSGIServer):
     def _serve_connection(self, request: socket.socket, client_address: Any) -> None:
         try:
             request.settimeout(_CONNECTION_TIMEOUT_S)
+            # Headers and body leave in separate writes; on a kept connection Nagle's
+            # algorithm would hold the body back until the client's delayed ACK.
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if isinstance(request, ssl.SSLSocket):
                 request.do_handshake()
             self.finish_request(request, client_address)
