@@ -2,9 +2,12 @@
 
 What every session built here does:
 
-- verifies TLS with the operating system's trust store (through truststore), plus an
+- verifies TLS with the operating system's trust store (through truststore on Windows and
+  macOS, OpenSSL's default CA locations elsewhere, loaded once per session), plus an
   optional extra CA file, and nothing else: ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` and a
   per-request ``verify=`` cannot weaken or replace that trust;
+- keeps connections open for the next request to the same host (one TLS handshake per
+  host and pool slot, not per request);
 - goes through the proxy the settings choose (the system's, none, or a URL), and always
   straight to loopback addresses;
 - gives every request a connect and a read timeout;
@@ -21,8 +24,10 @@ import contextlib
 import contextvars
 import email.utils
 import logging
+import os
 import platform
 import random
+import re
 import ssl
 import sys
 import threading
@@ -199,13 +204,61 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 # -- the adapter ---------------------------------------------------------------------------
 
 
+# Where OpenSSL-based systems keep their CA bundle, for when OpenSSL's own default
+# locations hold none: the same places, in the same order, as truststore looks.
+_CA_BUNDLE_CANDIDATES = (
+    "/etc/ssl/cert.pem",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/pki/tls/cert.pem",
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/ssl/ca-bundle.pem",
+)
+_HASHED_CERT_NAME = re.compile(r"^[0-9a-fA-F]{8}\.[0-9]$")
+
+
+def _os_verifies_certificates() -> bool:
+    # Where truststore hands verification to the OS (Windows, macOS) rather than to OpenSSL.
+    return platform.system() in {"Windows", "Darwin"}
+
+
+def _load_system_cas(context: ssl.SSLContext) -> None:
+    """Load the system's CA certificates into ``context``, as truststore does on Linux."""
+    defaults = ssl.get_default_verify_paths()
+    if defaults.cafile or (defaults.capath and _has_hashed_certs(defaults.capath)):
+        # Honours SSL_CERT_FILE and SSL_CERT_DIR, as OpenSSL (and truststore) always have.
+        context.set_default_verify_paths()
+        return
+    for candidate in _CA_BUNDLE_CANDIDATES:
+        if os.path.isfile(candidate):
+            context.load_verify_locations(cafile=candidate)
+            return
+
+
+def _has_hashed_certs(folder: str) -> bool:
+    try:
+        return any(_HASHED_CERT_NAME.match(name) for name in os.listdir(folder))
+    except OSError:
+        return False
+
+
 def build_ssl_context(extra_ca_files: tuple[Path, ...] = ()) -> ssl.SSLContext:
     """Return a client TLS context on the OS trust store plus the given CA files.
+
+    On Windows and macOS this is truststore's context: each handshake's certificate is
+    verified by the OS. Elsewhere truststore's context is OpenSSL verifying against the
+    system's CA bundle, which it reads again before every new connection (about 20 ms on
+    the connecting thread, and one connection at a time); here the bundle is read once,
+    into a plain OpenSSL context, with the same trust.
 
     Raises:
         ValueError: A CA file cannot be loaded.
     """
-    context = truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context: ssl.SSLContext
+    if _os_verifies_certificates():
+        context = truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    else:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        _load_system_cas(context)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     for ca_file in extra_ca_files:
         try:

@@ -8,6 +8,7 @@ import re
 import select
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections import defaultdict, deque
@@ -620,6 +621,33 @@ def test_verify_argument_cannot_weaken_or_replace_trust(
         session.get(tls_server.url("/x"), verify=False)
     with pytest.raises(requests.exceptions.SSLError):
         session.get(tls_server.url("/x"), verify=str(pki.ca_file))
+
+
+def test_a_connection_carries_the_next_request(tls_server: ScriptedServer, pki: Pki) -> None:
+    session, _sleeps = _session(Settings(extra_ca_file=pki.ca_file))
+    for _ in range(3):
+        assert session.get(tls_server.url("/x")).text == "ok"
+    assert tls_server.connections == 1
+
+
+@pytest.mark.skipif(
+    sys.platform in ("win32", "darwin"), reason="the OS verifies certificates there"
+)
+def test_system_cas_are_read_once_per_session(
+    tls_server: ScriptedServer, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # OpenSSL's default CA file stands for the system's bundle here.
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca_file))
+    session, _sleeps = _session()
+    monkeypatch.delenv("SSL_CERT_FILE")
+
+    # A new connection (another host name, another pool) trusts what was read at the start.
+    assert session.get(tls_server.url("/x", host="localhost")).text == "ok"
+    assert session.get(tls_server.url("/x")).text == "ok"
+    assert tls_server.connections == 2
+    # A session built now reads the real system bundle, which does not know the test CA.
+    with pytest.raises(requests.exceptions.SSLError):
+        _session()[0].get(tls_server.url("/x"))
 
 
 def test_bad_extra_ca_file_is_reported(tmp_path: Path) -> None:
