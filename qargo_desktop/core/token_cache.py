@@ -44,7 +44,9 @@ from pathlib import Path
 from typing import Any
 
 import keyring
+import keyring.core
 import keyring.errors
+import keyring.util.platform_
 import msal
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -110,6 +112,52 @@ def keyring_refusal(backend: KeyringBackend) -> str | None:
     return None
 
 
+# The backend keyring's detection settles on when the OS keyring is usable, by platform.
+_PLATFORM_BACKENDS = {
+    "win32": "keyring.backends.Windows.WinVaultKeyring",
+    "darwin": "keyring.backends.macOS.Keyring",
+}
+_SECRET_SERVICE_BACKEND = "keyring.backends.SecretService.Keyring"
+_UNKNOWN = object()
+
+
+def default_keyring() -> KeyringBackend:
+    """The default keyring backend, found without loading every backend when nobody chose one.
+
+    keyring's own detection (the first ``keyring.get_keyring()``) imports every installed
+    backend through entry points and asks each whether it is usable: about 70 ms of every
+    start. When nobody chose a backend (no ``keyring.set_keyring()``, no
+    ``PYTHON_KEYRING_BACKEND``, no keyring configuration file), the OS keyring (the Windows
+    Credential Manager, the macOS Keychain, the Secret Service elsewhere) is taken directly
+    if it is usable, and becomes keyring's default. keyring's detection leads to it too: it
+    ranks the OS keyring above its other backends, and a chainer is looked through (see
+    :func:`choose_keyring_backend`); a third-party backend is used when configured. When
+    the OS keyring is not usable (a KDE without Secret Service, no D-Bus session), keyring
+    detects as usual.
+    """
+    # keyring has no public way to ask whether a backend was set; in doubt, it decides.
+    if getattr(keyring.core, "_keyring_backend", _UNKNOWN) is not None:
+        return keyring.get_keyring()
+    if os.environ.get("PYTHON_KEYRING_BACKEND") or _keyring_config_file().exists():
+        return keyring.get_keyring()
+    name = _PLATFORM_BACKENDS.get(sys.platform, _SECRET_SERVICE_BACKEND)
+    try:
+        # load_keyring() asks the backend's priority, which raises when it is not usable
+        # (no D-Bus session, no Secret Service daemon, a missing dependency).
+        backend = keyring.core.load_keyring(name)
+    except Exception as exc:  # a backend's import or priority may raise anything
+        log.debug("The OS keyring (%s) is not usable (%s); detecting", name, exc)
+        return keyring.get_keyring()
+    keyring.set_keyring(backend)
+    log.debug("Keyring backend: %s", name)
+    return backend
+
+
+def _keyring_config_file() -> Path:
+    # Where keyring reads its configuration (keyring.core reads the same file).
+    return Path(keyring.util.platform_.config_root()) / "keyringrc.cfg"
+
+
 def choose_keyring_backend(
     backend: KeyringBackend | None = None,
 ) -> tuple[KeyringBackend | None, str | None]:
@@ -118,10 +166,13 @@ def choose_keyring_backend(
     A chainer (several backends) is looked through: the best member we accept is used
     directly, so a plaintext backend installed beside the OS keyring is never written to.
 
+    Args:
+        backend: The backend to judge; by default keyring's (see :func:`default_keyring`).
+
     Returns:
         The backend and ``None``, or ``None`` and why no backend can be used.
     """
-    chosen = backend if backend is not None else keyring.get_keyring()
+    chosen = backend if backend is not None else default_keyring()
     candidates: list[KeyringBackend] = [chosen]
     if isinstance(chosen, chainer.ChainerBackend):
         candidates = list(chosen.backends)

@@ -7,12 +7,15 @@ import json
 import multiprocessing
 import os
 import secrets
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import keyring
+import keyring.backend
+import keyring.core
 import msal
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -278,6 +281,123 @@ def test_nothing_happens_before_first_use(cache_path: Path, memory_keyring: Memo
     EncryptedTokenCache(cache_path, app_id=CLIENT_ID)
     assert memory_keyring.secrets == {}
     assert not cache_path.parent.exists()
+
+
+# -- which keyring: the OS's, without loading every backend ------------------------------
+
+
+def _secret_service_runs() -> bool:
+    try:
+        from keyring.backends import SecretService
+
+        return bool(SecretService.Keyring.priority)
+    except Exception:
+        return False
+
+
+@pytest.fixture
+def nobody_chose(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
+    """keyring as a new process finds it: no backend set, nothing configured.
+
+    Returns the list in which each run of keyring's full detection is recorded.
+    """
+    monkeypatch.setattr(keyring.core, "_keyring_backend", None)
+    monkeypatch.delenv("PYTHON_KEYRING_BACKEND", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "config"))
+    detections: list[str] = []
+    everything = keyring.backend.get_all_keyring
+
+    def recorded() -> list[Any]:
+        detections.append("every backend loaded")
+        return list(everything())
+
+    monkeypatch.setattr(keyring.backend, "get_all_keyring", recorded)
+    return detections
+
+
+def _os_keyring_is(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    monkeypatch.setattr(token_cache_module, "_PLATFORM_BACKENDS", {})
+    monkeypatch.setattr(token_cache_module, "_SECRET_SERVICE_BACKEND", name)
+
+
+@pytest.mark.skipif(not _secret_service_runs(), reason="needs a Secret Service (scripts/test)")
+def test_the_secret_service_is_taken_directly(nobody_chose: list[str]) -> None:
+    chosen, refusal = choose_keyring_backend()
+
+    assert token_cache_module.backend_name(chosen) == "keyring.backends.SecretService.Keyring"
+    assert refusal is None
+    assert keyring.get_keyring() is chosen
+    assert nobody_chose == []
+
+    # keyring's own detection leads to the same backend.
+    keyring.core.init_backend()
+    detected, _refusal = choose_keyring_backend(keyring.get_keyring())
+    assert nobody_chose  # keyring loaded every backend
+    assert type(detected) is type(chosen)
+
+
+def test_the_os_keyring_becomes_the_default(
+    nobody_chose: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _os_keyring_is(monkeypatch, "tests.core.memory_keyring.MemoryKeyring")
+
+    chosen, refusal = choose_keyring_backend()
+
+    assert isinstance(chosen, MemoryKeyring) and refusal is None
+    assert keyring.get_keyring() is chosen
+    assert nobody_chose == []
+
+
+def test_an_unusable_os_keyring_is_left_to_keyring_detection(
+    nobody_chose: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not on macOS: its backend says it is not usable here.
+    _os_keyring_is(monkeypatch, "keyring.backends.macOS.Keyring")
+    if sys.platform == "darwin":
+        pytest.skip("the macOS keyring is usable here")
+
+    chosen, _refusal = choose_keyring_backend()
+
+    assert nobody_chose  # keyring loaded every backend
+    assert token_cache_module.backend_name(chosen) != "keyring.backends.macOS.Keyring"
+
+
+def test_a_backend_named_in_the_environment_is_kept(
+    nobody_chose: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "tests.core.memory_keyring.LowPriorityKeyring")
+    _os_keyring_is(monkeypatch, "tests.core.memory_keyring.MemoryKeyring")
+
+    chosen, refusal = choose_keyring_backend()
+
+    # The person's choice stands, and is still judged: it is not a recommended keyring.
+    assert chosen is None
+    assert "not a recommended keyring" in (refusal or "")
+    assert isinstance(keyring.get_keyring(), LowPriorityKeyring)
+
+
+def test_a_backend_named_in_keyrings_configuration_is_kept(
+    nobody_chose: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = token_cache_module._keyring_config_file()
+    config.parent.mkdir(parents=True)
+    config.write_text("[backend]\ndefault-keyring=tests.core.memory_keyring.PlaintextKeyring\n")
+    _os_keyring_is(monkeypatch, "tests.core.memory_keyring.MemoryKeyring")
+
+    chosen, refusal = choose_keyring_backend()
+
+    assert chosen is None
+    assert "plain file" in (refusal or "")
+    assert isinstance(keyring.get_keyring(), PlaintextKeyring)
+
+
+def test_a_backend_set_by_the_program_is_kept(
+    memory_keyring: MemoryKeyring, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _os_keyring_is(monkeypatch, "tests.core.memory_keyring.PlaintextKeyring")
+
+    assert choose_keyring_backend() == (memory_keyring, None)
 
 
 # -- damaged files --------------------------------------------------------------------------
