@@ -7,6 +7,7 @@ and the disk), so the window calls it from a background task.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import logging
 import os
 from collections.abc import Callable
@@ -57,16 +58,21 @@ def build_services(settings: Settings, paths: AppPaths | None = None) -> Service
     assert settings.authority and settings.client_id and settings.api_base_url
     paths = paths or app_paths(settings)
     paths.ensure()
-    session = build_session(settings)
     admin_store = EncryptedTokenCache(paths.cache_file, app_id=settings.client_id)
     mailbox_store = EncryptedTokenCache(
         paths.data_dir / "mailbox_token_cache.bin",
         app_id=f"{settings.client_id}/mailboxes",
         key_username="mailbox-token-cache-key",
     )
-    # The first keyring access is slow; done here, off the GUI thread.
-    admin_store.open()
-    mailbox_store.open()
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="services") as pool:
+        # The session reads the system's CA bundle (about 20 ms, outside the GIL) while
+        # the admin's cache reads its key from the keyring.
+        building = pool.submit(build_session, settings)
+        # The first keyring access is slow; done here, off the GUI thread. The mailboxes'
+        # cache opens at its first use (an authorisation or a self-test, in the background):
+        # reading its key (about 15 ms, mostly holding the GIL) would delay the list.
+        admin_store.open()
+        session = building.result()
     endpoints = Endpoints(
         authority=settings.authority,
         client_id=settings.client_id,

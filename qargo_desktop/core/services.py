@@ -7,6 +7,8 @@ calls it from its background tasks, the command line calls it directly.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextvars
 import logging
 import threading
 from collections.abc import Callable
@@ -175,10 +177,16 @@ class Services:
         return self._load_session()
 
     def _load_session(self) -> AdminSession:
-        me = self.api.me()
-        if not me.is_super_admin:
-            raise NotSuperAdmin(me.username)
-        organisation = self.api.organisation()
+        # Neither answer depends on the other: asked together, over two connections, the
+        # sign-in waits for one round trip instead of two. A refusal of either still stops
+        # it, and the other request is waited for, so nothing runs on behind the caller.
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sign-in") as pool:
+            # In a copy of this context, so that the caller's cancel scope applies there too.
+            asked = pool.submit(contextvars.copy_context().run, self.api.organisation)
+            me = self.api.me()
+            if not me.is_super_admin:
+                raise NotSuperAdmin(me.username)
+            organisation = asked.result()
         with self._lock:
             self._username = me.username
             self._organisation = organisation
