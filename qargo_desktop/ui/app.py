@@ -296,9 +296,11 @@ class AppController(QObject):
         with self._sandbox_lock:
             note = sandbox_sign_in_note(self.sandbox) if environment == "Sandbox" else ""
         self.window.attach_services(services, environment=environment, sign_in_note=note)
-        # What the first authorise and self-test need is kept out of the first paint;
-        # imported now, off the GUI thread, it does not stall the window at the first click.
-        self.window.tasks.start("warm up", _warm_up)
+        # What the first authorise and self-test need is kept out of the first paint. It is
+        # imported off the GUI thread once the first refresh has ended (no mailbox can be
+        # clicked before), so that it does not stall the window at the first click, nor
+        # compete with signing in and loading the list.
+        self.window.refresh_finished.connect(self._warm_up, Qt.ConnectionType.SingleShotConnection)
         if cache_problem:
             from qargo_desktop.ui.theme import MessageLevel
 
@@ -309,6 +311,9 @@ class AppController(QObject):
                 level=MessageLevel.WARNING,
                 key="token-cache",
             )
+
+    def _warm_up(self, _error: object = None) -> None:
+        self.window.tasks.start("warm up", _warm_up)
 
     def service_settings(self) -> Settings:
         """The settings the services were built from (the sandbox's, when one runs)."""
