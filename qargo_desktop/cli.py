@@ -212,10 +212,12 @@ def _quit_after_first_paint(timeout_s: float = 60.0) -> None:
 
     The app starts exactly as usual; the QApplication is only created a little earlier,
     so that an event filter sees the main window's first paint and then quits the event
-    loop (exit code 0). A window that never paints exits with 3 after ``timeout_s``.
+    loop (exit code 0). A window that never paints exits with 3 after ``timeout_s``; a
+    modal dialog shown instead (a settings problem, a crash) ends the run at once, with
+    the exit code of what showed it (3 for a crash).
     """
     from PySide6.QtCore import QEvent, QObject, QTimer
-    from PySide6.QtWidgets import QMainWindow
+    from PySide6.QtWidgets import QDialog, QMainWindow
 
     from qargo_desktop.ui.app import create_application
 
@@ -223,9 +225,17 @@ def _quit_after_first_paint(timeout_s: float = 60.0) -> None:
 
     class FirstPaintQuits(QObject):
         def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt name)
-            if event.type() == QEvent.Type.Paint and isinstance(watched, QMainWindow):
+            if event.type() != QEvent.Type.Paint:
+                return False
+            if isinstance(watched, QMainWindow):
                 app.removeEventFilter(self)
                 QTimer.singleShot(0, app.quit)
+            elif isinstance(watched, QDialog) and watched.isModal():
+                # A problem shown instead of the window (bad settings, a crash, another
+                # window not answering): no one will answer it, so end every event loop
+                # now rather than at the time limit. The code it shows becomes the exit's.
+                app.removeEventFilter(self)
+                QTimer.singleShot(0, lambda: app.exit(ExitCode.COULD_NOT_RUN))
             return False
 
     app.installEventFilter(FirstPaintQuits(app))

@@ -277,3 +277,53 @@ def test_sandbox_without_a_subcommand_is_a_usage_error(capsys) -> None:
 
     assert cli.main(["sandbox"]) == cli.ExitCode.USAGE
     assert "serve" in capsys.readouterr().err
+
+
+def test_quit_after_start_ends_at_once_when_a_problem_is_shown_instead(tmp_path: Path) -> None:
+    # The smoke tests' start: bad settings show a dialog no one will answer; the run ends
+    # with the settings' exit code rather than waiting out its minute.
+    config = tmp_path / "bad.toml"
+    config.write_text('version = 1\nrefresh_interval_s = "soon"\n', encoding="utf-8")
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    result = _cli(
+        "--config", str(config), "--config-dir", str(tmp_path / "cfg"), "--quit-after-start",
+        env=env, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "refresh_interval_s" in result.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no SIGTERM on Windows")
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_a_termination_signal_closes_the_window_as_the_person_would(
+    tmp_path: Path, signal_name: str
+) -> None:
+    import signal
+    import time
+
+    folder = tmp_path / "cfg"
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    app = subprocess.Popen(
+        [PYTHON, "-m", "qargo_desktop", "--config-dir", str(folder)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        log_file = folder / "logs" / "qargo-desktop.log"
+        deadline = time.monotonic() + 60
+        # The log starts after the first paint, when the handlers are in place.
+        while not (log_file.exists() and "starting" in log_file.read_text(encoding="utf-8")):
+            assert app.poll() is None, app.stderr.read() if app.stderr else ""
+            assert time.monotonic() < deadline, "the app did not start"
+            time.sleep(0.1)
+        app.send_signal(getattr(signal, signal_name))
+        assert app.wait(timeout=30) == 0
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()
+    assert (folder / "window-state.ini").exists()  # the window's state was saved
+    assert not (folder / "instance.lock").exists()  # and the lock given back
+    assert f"signal {signal_name} received" in log_file.read_text(encoding="utf-8")

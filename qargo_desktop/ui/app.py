@@ -8,6 +8,7 @@ sandbox generates certificates. The window shows its starting page meanwhile.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import logging
 import sys
@@ -447,6 +448,7 @@ def run(
                 handler.report_exception(exc, "start-up")
 
     when_first_painted(window, start_the_rest)
+    stop_listening_for_signals = close_on_termination_signals(window)
     # The benchmarks' measurement hook (QARGO_BENCH_MARKS); does nothing unless set.
     # Installed last, its event filter sees the first paint first.
     from qargo_desktop.ui import bench_marks
@@ -456,6 +458,7 @@ def run(
     try:
         return int(app.exec())
     finally:
+        stop_listening_for_signals()
         window.tasks.shutdown(3000)
         controller.stop()
         handler.attach_gui(None)
@@ -498,6 +501,53 @@ def when_first_painted(
     _FirstPaint(widget, then, fallback_ms)
 
 
+def close_on_termination_signals(window: QWidget) -> Callable[[], None]:
+    """Close ``window`` as if the person did on SIGTERM and SIGINT (not on Windows).
+
+    Closing saves the window's state and stops background work, and the app then gives
+    its lock back; killed outright by the signal it would do none of that. Python runs
+    signal handlers only when it runs, so the signal also wakes Qt's event loop, through
+    a socket Python writes the signal's number to (``signal.set_wakeup_fd``). Returns a
+    function that puts the previous handlers back.
+    """
+    if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    import signal
+    import socket
+
+    from PySide6.QtCore import QSocketNotifier
+
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+    writer.setblocking(False)
+    notifier = QSocketNotifier(reader.fileno(), QSocketNotifier.Type.Read, window)
+
+    def drain() -> None:
+        # The handler below has run by now (or runs next): only the wake-up is left.
+        with contextlib.suppress(OSError):
+            reader.recv(256)
+
+    def on_signal(number: int, _frame: object) -> None:
+        log.info("Closing: signal %s received", signal.Signals(number).name)
+        QTimer.singleShot(0, window.close)
+
+    notifier.activated.connect(drain)
+    previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    previous = {
+        number: signal.signal(number, on_signal) for number in (signal.SIGTERM, signal.SIGINT)
+    }
+
+    def restore() -> None:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        signal.set_wakeup_fd(previous_fd)
+        notifier.setEnabled(False)
+        reader.close()
+        writer.close()
+
+    return restore
+
+
 def _on_instance_request(window: MainWindow, request: InstanceRequest) -> None:
     """A later start of the app: come forward, and do what it asked."""
     window.bring_to_front()
@@ -530,6 +580,12 @@ def run_from_args(args: argparse.Namespace) -> int:
     instance = SingleInstance(paths.config_dir)
     if not instance.acquire():
         if send_request(instance.name, InstanceRequest(select=select)):
+            if getattr(args, "sandbox", False):
+                print(
+                    f"{APP_DISPLAY_NAME} is already running and was brought forward; "
+                    "--sandbox applies only when it starts: close it first.",
+                    file=sys.stderr,
+                )
             return 0
         return _show_not_answering(handler, settings)
     # From here on a crash report is saved in the log folder.
