@@ -21,10 +21,18 @@ import functools
 import logging
 from dataclasses import dataclass
 
-from PySide6.QtCore import QByteArray, QRectF, QSize, Qt
-from PySide6.QtGui import QColor, QGuiApplication, QIcon, QPainter, QPalette, QPixmap
+from PySide6.QtCore import QByteArray, QRect, QRectF, QSize, Qt
+from PySide6.QtGui import (
+    QColor,
+    QGuiApplication,
+    QIcon,
+    QIconEngine,
+    QPainter,
+    QPalette,
+    QPixmap,
+)
 from PySide6.QtSvg import QSvgRenderer
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QStyleOption
 
 from qargo_desktop.core.models import LinkStatus
 from qargo_desktop.core.resources import resource_path
@@ -33,10 +41,8 @@ log = logging.getLogger(__name__)
 
 # Pixmaps for every common size and scale (16 px at 100 % to 64 px at 400 %, 256 for the
 # Windows taskbar), so high-DPI screens get crisp icons instead of scaled-up ones.
-#: The sizes an icon is rendered at (QIcon picks the nearest for the size and scale asked).
+#: The sizes an icon offers (a window's icon, the taskbar's); any other is drawn as well.
 _ICON_SIZES = (16, 20, 24, 28, 32, 40, 48, 64, 96, 128, 256)
-#: The state icons are drawn at 16 to 32 logical pixels: up to 300 % needs 96.
-_STATUS_ICON_SIZES = (16, 20, 24, 28, 32, 40, 48, 64, 96)
 _WHITE = "#ffffff"
 
 #: The choices of the ``theme`` setting.
@@ -154,22 +160,87 @@ def _svg_bytes(file_name: str) -> bytes:
     return resource_path("icons", file_name).read_bytes()
 
 
-def render_svg_icon(svg: bytes, sizes: tuple[int, ...] = _ICON_SIZES) -> QIcon:
-    """Render SVG source into an icon with crisp pixmaps at ``sizes`` (the usual ones)."""
-    renderer = QSvgRenderer(QByteArray(svg))
-    icon = QIcon()
-    if not renderer.isValid():
-        log.warning("An SVG icon could not be read")
-        return icon
-    for size in sizes:
-        pixmap = QPixmap(QSize(size, size))
+class SvgIconEngine(QIconEngine):
+    """Draws an SVG icon at the size and scale it is asked for, when it is first asked.
+
+    Rendering every size up front (16 to 256 px) cost several milliseconds per icon before
+    the window's first paint; an icon is usually shown at one or two sizes. Each rendered
+    pixmap is kept. A disabled icon is the style's greyed version of the normal one.
+
+    Args:
+        svg: The SVG source.
+    """
+
+    def __init__(self, svg: bytes) -> None:
+        super().__init__()
+        self._svg = svg
+        self._renderer: QSvgRenderer | None = None
+        self._pixmaps: dict[tuple[int, int, QIcon.Mode], QPixmap] = {}
+
+    def _render(self, width: int, height: int) -> QPixmap:
+        if self._renderer is None:
+            self._renderer = QSvgRenderer(QByteArray(self._svg))
+        pixmap = QPixmap(QSize(width, height))
         pixmap.fill(Qt.GlobalColor.transparent)
         painter = QPainter(pixmap)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        renderer.render(painter, QRectF(0, 0, size, size))
+        self._renderer.render(painter, QRectF(0, 0, width, height))
         painter.end()
-        icon.addPixmap(pixmap)
-    return icon
+        return pixmap
+
+    def scaledPixmap(  # noqa: N802 (Qt name)
+        self, size: QSize, mode: QIcon.Mode, state: QIcon.State, scale: float
+    ) -> QPixmap:
+        """The icon at ``size`` logical pixels on a screen of ``scale`` (device pixel ratio)."""
+        width = max(1, round(size.width() * scale))
+        height = max(1, round(size.height() * scale))
+        if mode is not QIcon.Mode.Disabled:
+            mode = QIcon.Mode.Normal  # active and selected icons look the same here
+        key = (width, height, mode)
+        pixmap = self._pixmaps.get(key)
+        if pixmap is None:
+            pixmap = self._render(width, height)
+            if mode is QIcon.Mode.Disabled:
+                app = QApplication.instance()
+                if isinstance(app, QApplication):
+                    option = QStyleOption()
+                    option.palette = app.palette()
+                    pixmap = app.style().generatedIconPixmap(mode, pixmap, option)
+            self._pixmaps[key] = pixmap
+        result = QPixmap(pixmap)
+        result.setDevicePixelRatio(scale)
+        return result
+
+    def pixmap(self, size: QSize, mode: QIcon.Mode, state: QIcon.State) -> QPixmap:
+        """The icon at ``size`` device pixels."""
+        return self.scaledPixmap(size, mode, state, 1.0)
+
+    def paint(self, painter: QPainter, rect: QRect, mode: QIcon.Mode, state: QIcon.State) -> None:
+        """Draw the icon into ``rect``, crisp at the painter's scale."""
+        scale = painter.device().devicePixelRatioF() if painter.device() is not None else 1.0
+        painter.drawPixmap(rect, self.scaledPixmap(rect.size(), mode, state, scale))
+
+    def availableSizes(  # noqa: N802 (Qt name)
+        self, mode: QIcon.Mode = QIcon.Mode.Normal, state: QIcon.State = QIcon.State.Off
+    ) -> list[QSize]:
+        """Any size can be drawn; these are the ones worth offering (window icons)."""
+        return [QSize(size, size) for size in _ICON_SIZES]
+
+    def clone(self) -> QIconEngine:
+        """A copy (Qt copies an icon's engine before changing it)."""
+        return SvgIconEngine(self._svg)
+
+    def key(self) -> str:
+        """What kind of engine this is."""
+        return "qargo-svg"
+
+
+def render_svg_icon(svg: bytes) -> QIcon:
+    """An icon drawn from SVG source, at whatever size and scale it is shown."""
+    if not QSvgRenderer(QByteArray(svg)).isValid():
+        log.warning("An SVG icon could not be read")
+        return QIcon()
+    return QIcon(SvgIconEngine(svg))
 
 
 class Theme:
@@ -233,7 +304,7 @@ class Theme:
         """The icon of a state (vector source, rendered once per theme)."""
         icon = self._icons.get(status)
         if icon is None:
-            icon = render_svg_icon(self.status_svg(status), _STATUS_ICON_SIZES)
+            icon = render_svg_icon(self.status_svg(status))
             self._icons[status] = icon
         return icon
 
@@ -327,5 +398,5 @@ def apply_colour_scheme(preference: str) -> Theme:
 
 @functools.cache
 def app_icon() -> QIcon:
-    """The application's icon (rendered once: a window's icon may be as large as 256 px)."""
+    """The application's icon (one for the whole app; each size drawn once, when asked)."""
     return render_svg_icon(_svg_bytes(APP_ICON_FILE))

@@ -103,3 +103,46 @@ def test_dark_detection_follows_the_palette_when_the_scheme_is_unknown(qapp) -> 
 
     # Offscreen reports no colour scheme; the default palette is light.
     assert system_prefers_dark() is False
+
+
+@pytest.mark.parametrize("scale", [1.0, 1.25, 1.5, 2.0])
+def test_icons_are_drawn_crisp_at_the_scale_asked(scale: float) -> None:
+    # Drawn from the vector source at the device pixels asked, not scaled from another size.
+    from PySide6.QtCore import QSize
+    from PySide6.QtGui import QIcon, QImage, QPainter, QPixmap
+
+    icon = Theme(dark=False).status_icon(LinkStatus.LINK_FAILED)
+    pixmap = icon.pixmap(QSize(20, 20), scale)
+    assert pixmap.size() == QSize(round(20 * scale), round(20 * scale))
+    assert pixmap.devicePixelRatio() == scale
+    colours = {pixmap.toImage().pixel(x, y) for x in range(pixmap.width()) for y in range(6)}
+    assert len(colours) > 2  # drawn, not blank
+    # Painting into a high-DPI surface draws at its scale too.
+    target = QPixmap(QSize(round(40 * scale), round(40 * scale)))
+    target.setDevicePixelRatio(scale)
+    target.fill()
+    painter = QPainter(target)
+    icon.paint(painter, 0, 0, 20, 20)
+    painter.end()
+    image = target.toImage().convertToFormat(QImage.Format.Format_RGB32)
+    drawn = image.copy(0, 0, round(20 * scale), round(20 * scale))
+    drawn.setDevicePixelRatio(1.0)
+    source = icon.pixmap(QSize(20, 20), scale).toImage()
+    source.setDevicePixelRatio(1.0)  # compare device pixel for device pixel
+    expected = QImage(drawn.size(), QImage.Format.Format_RGB32)
+    expected.fill(0xFFFFFFFF)
+    painter = QPainter(expected)
+    painter.drawImage(0, 0, source)
+    painter.end()
+    assert drawn == expected
+    # A disabled icon is greyed by the style.
+    disabled = icon.pixmap(QSize(20, 20), scale, QIcon.Mode.Disabled)
+    assert disabled.toImage() != pixmap.toImage()
+
+
+def test_the_app_icon_offers_the_window_sizes() -> None:
+    from PySide6.QtCore import QSize
+
+    sizes = app_icon().availableSizes()
+    assert QSize(16, 16) in sizes and QSize(256, 256) in sizes
+    assert app_icon().pixmap(QSize(256, 256)).size() == QSize(256, 256)
