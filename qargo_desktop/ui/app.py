@@ -414,40 +414,19 @@ def run(
 
     i18n.install_language(settings.language)
     apply_colour_scheme(settings.theme)
-    window = MainWindow(settings, window_state=window_state_for(settings))
+    # Only what the first paint shows; the rest is built right after it.
+    window = MainWindow(settings, window_state=window_state_for(settings), build_now=False)
     handler.attach_gui(window)
-    controller = AppController(window, settings)
-
-    def listen() -> None:
-        if instance is not None:
-            instance.setParent(window)
-            instance.request_received.connect(lambda request: _on_instance_request(window, request))
-            instance.listen()
-
-    def start_services() -> None:
-        try:
-            controller.start(sandbox=sandbox)
-        except Exception as exc:
-            window.show_startup_error(
-                translate("app", "The app could not start: {problem}").format(problem=exc)
-            )
-            raise
-        if select:
-            window.select_address(select)
-
-    def start_the_rest() -> None:
-        # After the first paint: the window shows "Starting..." while this runs, and the
-        # services' worker thread no longer competes with the first paint for the GIL.
-        # Each step on its own: one failing (reported as a crash) must not stop the others.
-        for step in (after_first_paint, listen, start_services):
-            if step is None:
-                continue
-            try:
-                step()
-            except Exception as exc:
-                handler.report_exception(exc, "start-up")
-
-    when_first_painted(window, start_the_rest)
+    start_up = _StartUp(
+        window,
+        handler,
+        settings,
+        sandbox=sandbox,
+        instance=instance,
+        select=select,
+        after_first_paint=after_first_paint,
+    )
+    when_first_painted(window, start_up.run)
     stop_listening_for_signals = close_on_termination_signals(window)
     # The benchmarks' measurement hook (QARGO_BENCH_MARKS); does nothing unless set.
     # Installed last, its event filter sees the first paint first.
@@ -460,10 +439,79 @@ def run(
     finally:
         stop_listening_for_signals()
         window.tasks.shutdown(3000)
-        controller.stop()
+        if start_up.controller is not None:
+            start_up.controller.stop()
         handler.attach_gui(None)
         if instance is not None:
             instance.release()
+
+
+class _StartUp:
+    """What starts once the window has painted, each step on its own.
+
+    The window shows "Starting..." meanwhile, and the services' worker thread does not
+    compete with the first paint for the GIL. One step failing is reported as a crash and
+    does not stop the others, except the window's own parts: without them it cannot be
+    used, and says so.
+    """
+
+    def __init__(
+        self,
+        window: MainWindow,
+        handler: CrashHandler,
+        settings: Settings,
+        *,
+        sandbox: bool,
+        instance: SingleInstance | None,
+        select: str | None,
+        after_first_paint: Callable[[], None] | None,
+    ) -> None:
+        self.window = window
+        self.handler = handler
+        self.settings = settings
+        self.sandbox = sandbox
+        self.instance = instance
+        self.select = select
+        self.after_first_paint = after_first_paint
+        self.controller: AppController | None = None
+
+    def run(self) -> None:
+        """Finish the window, then start the log, the hand-over listener and the services."""
+        try:
+            self.window.finish_building()
+        except Exception as exc:
+            self.handler.report_exception(exc, "start-up")
+            self._say_cannot_start(exc)
+            return
+        for step in (self.after_first_paint, self._listen, self._start_services):
+            if step is None:
+                continue
+            try:
+                step()
+            except Exception as exc:
+                self.handler.report_exception(exc, "start-up")
+
+    def _say_cannot_start(self, problem: Exception) -> None:
+        self.window.show_startup_error(
+            translate("app", "The app could not start: {problem}").format(problem=problem)
+        )
+
+    def _listen(self) -> None:
+        window, instance = self.window, self.instance
+        if instance is not None:
+            instance.setParent(window)
+            instance.request_received.connect(lambda request: _on_instance_request(window, request))
+            instance.listen()
+
+    def _start_services(self) -> None:
+        try:
+            self.controller = AppController(self.window, self.settings)
+            self.controller.start(sandbox=self.sandbox)
+        except Exception as exc:
+            self._say_cannot_start(exc)
+            raise
+        if self.select:
+            self.window.select_address(self.select)
 
 
 class _FirstPaint(QObject):

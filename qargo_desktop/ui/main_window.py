@@ -61,7 +61,6 @@ from qargo_desktop.core.errors import (
 )
 from qargo_desktop.core.models import Mailbox, MailboxAction
 from qargo_desktop.ui import i18n, texts
-from qargo_desktop.ui.detail_pane import DetailPane
 from qargo_desktop.ui.i18n import translatable
 from qargo_desktop.ui.mailbox_model import (
     COLUMN_ADDRESS,
@@ -74,12 +73,6 @@ from qargo_desktop.ui.mailbox_model import (
 from qargo_desktop.ui.pages import FirstRunPage, SignInPage, StartingPage
 from qargo_desktop.ui.tasks import Progress, TaskHandle, TaskRunner
 from qargo_desktop.ui.theme import MessageLevel, Theme, app_icon, apply_colour_scheme
-from qargo_desktop.ui.widgets import (
-    MessageBar,
-    PlaceholderPanel,
-    StatusBadgeDelegate,
-    StatusFilterCombo,
-)
 
 if TYPE_CHECKING:
     # Imported where used: the first paint does not need them (the services bring requests
@@ -89,6 +82,7 @@ if TYPE_CHECKING:
     from qargo_desktop.core.services import AdminSession, Services
     from qargo_desktop.ui import dialogs
     from qargo_desktop.ui.device_code_dialog import DeviceCodeDialog
+    from qargo_desktop.ui.widgets import StatusBadgeDelegate
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +159,10 @@ class MainWindow(QMainWindow):
         window_state: Where geometry, splitter and columns are remembered.
         theme: Colours and icons; the platform's light or dark theme by default.
         clock: Returns "now" (tests pass a fixed one).
+        build_now: Build every part now. ``False`` builds only what the first paint shows
+            (the frame, the starting page, the menu bar's titles and the status bar), so
+            that the window appears sooner; :meth:`finish_building` builds the rest, and
+            must be called before anything else is asked of the window.
     """
 
     authorise_requested = Signal(object)
@@ -189,6 +187,7 @@ class MainWindow(QMainWindow):
         window_state: QSettings | None = None,
         theme: Theme | None = None,
         clock: Callable[[], datetime] = _utc_now,
+        build_now: bool = True,
     ) -> None:
         super().__init__()
         self.setWindowTitle(APP_DISPLAY_NAME)
@@ -231,11 +230,50 @@ class MainWindow(QMainWindow):
         self._pending_select: str | None = None
         self._not_super_admin: str | None = None  # who signed in without the role
 
-        self.model = MailboxTableModel(self._theme, clock=clock, parent=self)
+        self._built = False
+        self._build_frame()
+        self._retranslate()
+        self.show_starting(translate("MainWindow", "Starting..."))
+        if build_now:
+            self.finish_building()
+
+    # -- construction ---------------------------------------------------------------------
+
+    def _build_frame(self) -> None:
+        """What the first paint shows: the starting page, the menu bar, the status bar."""
+        self.pages = QStackedWidget(self)
+        self.setCentralWidget(self.pages)
+        self.starting_page = StartingPage(self._icon, self)
+        self.pages.addWidget(self.starting_page)
+        self.pages.currentChanged.connect(self._on_page_changed)
+        # The menus' titles now, their actions later: a menu bar added after the first paint
+        # would push the window's contents down.
+        menu = self.menuBar()
+        self.file_menu = menu.addMenu("")
+        self.view_menu = menu.addMenu("")
+        self.mailbox_menu = menu.addMenu("")
+        self.help_menu = menu.addMenu("")
+        self._build_status_bar()
+        self._restore_geometry()
+
+    @property
+    def built(self) -> bool:
+        """Whether every part of the window is built (see :meth:`finish_building`)."""
+        return self._built
+
+    def finish_building(self) -> None:
+        """Build what the first paint does not show (once; a window built now has it all)."""
+        if self._built:
+            return
+        self.model = MailboxTableModel(self._theme, clock=self._clock, parent=self)
         self.proxy = MailboxFilterProxyModel(self)
         self.proxy.setSourceModel(self.model)
-
-        self._build()
+        self._build_pages()
+        self._build_mailbox_page()
+        self._build_actions()
+        self._build_timers()
+        self._connect_model()
+        self._restore_layout()
 
         from qargo_desktop.ui.link_actions import LinkActions
 
@@ -248,31 +286,16 @@ class MainWindow(QMainWindow):
         hints = QGuiApplication.styleHints()
         hints.colorSchemeChanged.connect(self._on_color_scheme_changed)
         self._set_tab_order()
+        self._built = True
         self._retranslate()
-        self.show_starting(translate("MainWindow", "Starting..."))
-
-    # -- construction ---------------------------------------------------------------------
-
-    def _build(self) -> None:
-        self._build_pages()
-        self._build_mailbox_page()
-        self._build_actions()
-        self._build_status_bar()
-        self._build_timers()
-        self._connect_model()
-        self._restore_state()
+        self._update_actions()
 
     def _build_pages(self) -> None:
-        self.pages = QStackedWidget(self)
-        self.setCentralWidget(self.pages)
-        self.starting_page = StartingPage(self._icon, self)
         self.first_run_page = FirstRunPage(self._icon, self)
         self.sign_in_page = SignInPage(self._icon, self)
         self.mailbox_page = QWidget(self)
-        for page in (self.starting_page, self.first_run_page, self.sign_in_page):
+        for page in (self.first_run_page, self.sign_in_page, self.mailbox_page):
             self.pages.addWidget(page)
-        self.pages.addWidget(self.mailbox_page)
-        self.pages.currentChanged.connect(self._on_page_changed)
         self.first_run_page.sandbox_requested.connect(self.sandbox_requested)
         self.sign_in_page.sign_in_requested.connect(self.start_interactive_sign_in)
         self.sign_in_page.retry_requested.connect(self.start_silent_sign_in)
@@ -281,6 +304,10 @@ class MainWindow(QMainWindow):
         self.sign_in_page.device_sign_in_requested.connect(self.start_device_sign_in)
 
     def _build_mailbox_page(self) -> None:
+        # Imported here: the first paint does not show the mailbox page.
+        from qargo_desktop.ui.detail_pane import DetailPane
+        from qargo_desktop.ui.widgets import MessageBar, PlaceholderPanel
+
         layout = QVBoxLayout(self.mailbox_page)
         layout.setContentsMargins(8, 8, 8, 0)
 
@@ -314,6 +341,8 @@ class MainWindow(QMainWindow):
         self.search_box.setClearButtonEnabled(True)
         self.search_box.setMinimumWidth(180)
         self.search_box.textChanged.connect(self._on_search_text_changed)
+        from qargo_desktop.ui.widgets import StatusFilterCombo
+
         self.status_filter = StatusFilterCombo(self._theme, self.mailbox_page)
         self.status_filter.statuses_changed.connect(self._on_statuses_changed)
         self.status_caption = QLabel(self.mailbox_page)
@@ -357,14 +386,14 @@ class MainWindow(QMainWindow):
         for column, width in _DEFAULT_WIDTHS.items():
             header.resizeSection(column, width)
         self.table.sortByColumn(COLUMN_STATUS, Qt.SortOrder.AscendingOrder)
-        self._badge_delegate = StatusBadgeDelegate(self.table)
+        from qargo_desktop.ui.widgets import StatusBadgeDelegate
+
+        self._badge_delegate: StatusBadgeDelegate = StatusBadgeDelegate(self.table)
         self.table.setItemDelegateForColumn(COLUMN_STATUS, self._badge_delegate)
         selection = self.table.selectionModel()
         selection.currentRowChanged.connect(self._on_current_row_changed)
 
     def _build_actions(self) -> None:
-        menu = self.menuBar()
-        self.file_menu = menu.addMenu("")
         self.refresh_action = QAction(self)
         self.refresh_action.setShortcut(QKeySequence(Qt.Key.Key_F5))
         self.refresh_action.triggered.connect(self.refresh)
@@ -396,7 +425,6 @@ class MainWindow(QMainWindow):
             else:
                 self.file_menu.addAction(action)
 
-        self.view_menu = menu.addMenu("")
         self.find_action = QAction(self)
         self.find_action.setShortcut(QKeySequence(QKeySequence.StandardKey.Find))
         self.find_action.triggered.connect(self.focus_search)
@@ -405,10 +433,8 @@ class MainWindow(QMainWindow):
         self.view_menu.addAction(self.find_action)
         self.view_menu.addAction(self.clear_action)
 
-        self.mailbox_menu = menu.addMenu("")
         self._build_mailbox_menu(self.mailbox_menu)
 
-        self.help_menu = menu.addMenu("")
         self.diagnostics_action = QAction(self)
         self.diagnostics_action.triggered.connect(self.diagnostics_requested)
         self.log_action = QAction(self)
@@ -495,6 +521,18 @@ class MainWindow(QMainWindow):
         self.view_menu.setTitle(translate("MainWindow", "&View"))
         self.mailbox_menu.setTitle(translate("MainWindow", "&Mailbox"))
         self.help_menu.setTitle(translate("MainWindow", "&Help"))
+        self.environment_label.setToolTip(
+            translate(
+                "MainWindow",
+                "Running against the built-in sandbox: a simulated organisation on this computer.",
+            )
+        )
+        self._update_environment_texts()
+        self._update_identity_labels()
+        self._set_connection(self._connection)
+        self._update_refreshed_label()
+        if not self._built:
+            return  # the rest is said once it is built
         for action, text, tip in (
             (self.refresh_action, translate("MainWindow", "&Refresh"),
              translate("MainWindow", "Load the list again")),
@@ -561,18 +599,8 @@ class MainWindow(QMainWindow):
             translate("MainWindow", "Choose a column to sort the list by it")
         )
         self.load_progress.setAccessibleName(translate("MainWindow", "Loading the list"))
-        self.environment_label.setToolTip(
-            translate(
-                "MainWindow",
-                "Running against the built-in sandbox: a simulated organisation on this computer.",
-            )
-        )
-        self._update_environment_texts()
-        self._update_identity_labels()
         self.model.retranslate()
         self._fit_columns()
-        self._set_connection(self._connection)
-        self._update_refreshed_label()
         self._update_placeholder()
 
     def _fit_columns(self) -> None:
@@ -581,6 +609,8 @@ class MainWindow(QMainWindow):
         for column in range(self.model.columnCount()):
             if header.sectionSize(column) < header.sectionSizeHint(column):
                 header.resizeSection(column, header.sectionSizeHint(column))
+        from qargo_desktop.ui.widgets import StatusBadgeDelegate
+
         metrics = self.table.fontMetrics()
         longest = max(
             StatusBadgeDelegate.width_for(metrics, texts.status_label(status))
@@ -715,21 +745,30 @@ class MainWindow(QMainWindow):
 
     # -- window state ---------------------------------------------------------------------
 
-    def _restore_state(self) -> None:
+    def _state_is_ours(self) -> bool:
+        # Compared as text: some QSettings backends give numbers back as strings.
+        return str(self._state.value("window/version")) == str(_STATE_VERSION)
+
+    def _restore_geometry(self) -> None:
         self.resize(1320, 820)
         self._pending_splitter_state: QByteArray | None = None
-        state = self._state
-        # Compared as text: some QSettings backends give numbers back as strings.
-        if str(state.value("window/version")) != str(_STATE_VERSION):
+        if not self._state_is_ours():
             return
         for key, restore in (
             ("window/geometry", self.restoreGeometry),
             ("window/state", self.restoreState),
-            ("window/columns", self.table.horizontalHeader().restoreState),
         ):
-            value = state.value(key)
+            value = self._state.value(key)
             if isinstance(value, QByteArray | bytes):
                 restore(QByteArray(value))
+
+    def _restore_layout(self) -> None:
+        state = self._state
+        if not self._state_is_ours():
+            return
+        columns = state.value("window/columns")
+        if isinstance(columns, QByteArray | bytes):
+            self.table.horizontalHeader().restoreState(QByteArray(columns))
         # The splitter is restored when the mailbox page first shows: before that it has
         # no size and would squeeze the remembered sizes.
         splitter = state.value("window/splitter")
@@ -745,6 +784,13 @@ class MainWindow(QMainWindow):
     def save_state(self) -> None:
         """Remember geometry, splitter and columns (called on close)."""
         state = self._state
+        if not self._built:
+            # Closed while starting: the splitter and the columns stay as they were.
+            if self._state_is_ours():
+                state.setValue("window/geometry", self.saveGeometry())
+                state.setValue("window/state", self.saveState())
+                state.sync()
+            return
         state.setValue("window/version", _STATE_VERSION)
         state.setValue("window/geometry", self.saveGeometry())
         state.setValue("window/state", self.saveState())
@@ -760,7 +806,8 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt name)
         """Remember the window's state and stop background work."""
         self.save_state()
-        self.refresh_timer.stop()
+        if self._built:
+            self.refresh_timer.stop()
         if self._sign_in_dialog is not None:
             self._sign_in_dialog.finish()
         if self._device_dialog is not None:

@@ -541,3 +541,54 @@ def test_switching_to_the_dark_theme_recolours_live(qtbot, make_window, monkeypa
         == DARK.status[status].background
     )
     assert changed
+
+
+def test_a_window_built_in_two_steps_shows_its_frame_first(qtbot, window_state) -> None:
+    # The app paints the frame (starting page, menu titles, status bar) before it builds
+    # the rest; the finished window is the same as one built at once.
+    window = MainWindow(
+        Settings(refresh_interval_s=0),
+        window_state=window_state,
+        theme=Theme(dark=False),
+        clock=lambda: NOW,
+        build_now=False,
+    )
+    qtbot.addWidget(window)
+    window.show()
+    assert not window.built
+    assert window.current_page is Page.STARTING
+    assert [menu.title() for menu in (window.file_menu, window.help_menu)] == ["&File", "&Help"]
+    assert window.connection_label.text().endswith("Starting...")
+    assert not hasattr(window, "table")
+    window.finish_building()
+    window.finish_building()  # once only
+    assert window.built
+    assert window.pages.count() == len(Page)
+    assert window.file_menu.actions() and window.mailbox_menu.actions()
+    assert window.table.model() is window.proxy
+    assert window.search_box.placeholderText().startswith("Search by address or name")
+    services = FakeServices(api=FakeApi(mailboxes=every_state()), silent=session_for())
+    signed_in(qtbot, window, services)
+    assert window.current_page is Page.MAILBOXES
+    assert window.model.rowCount() == 6
+    window.tasks.shutdown(5000)
+
+
+def test_closed_while_starting_it_keeps_the_remembered_layout(qtbot, tmp_path) -> None:
+    state = QSettings(str(tmp_path / "state.ini"), QSettings.Format.IniFormat)
+    first = MainWindow(Settings(refresh_interval_s=0), window_state=state)
+    qtbot.addWidget(first)
+    first.table.horizontalHeader().resizeSection(COLUMN_ADDRESS, 333)
+    first.close()
+    columns = state.value("window/columns")
+
+    early = MainWindow(Settings(refresh_interval_s=0), window_state=state, build_now=False)
+    qtbot.addWidget(early)
+    early.show()
+    early.close()  # before the rest was built: geometry saved, columns untouched
+    assert state.value("window/columns") == columns
+
+    later = MainWindow(Settings(refresh_interval_s=0), window_state=state)
+    qtbot.addWidget(later)
+    assert later.table.horizontalHeader().sectionSize(COLUMN_ADDRESS) == 333
+    later.close()
