@@ -14,11 +14,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QCoreApplication, QEvent, Qt, QTimer, Signal
-from PySide6.QtGui import QCloseEvent, QFont, QFontDatabase, QGuiApplication
+from PySide6.QtCore import QCoreApplication, QEvent, Qt, QTimer
+from PySide6.QtGui import QFont, QFontDatabase, QGuiApplication
 from PySide6.QtWidgets import (
-    QDialog,
-    QDialogButtonBox,
     QFrame,
     QGridLayout,
     QLabel,
@@ -27,6 +25,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from qargo_desktop.ui.dialogs import WaitingDialog
 
 if TYPE_CHECKING:
     # Only its shape: the identity layer brings MSAL, which the first paint does not need.
@@ -44,7 +44,7 @@ def _scaled(font: QFont, factor: float, *, bold: bool = True) -> QFont:
     return scaled
 
 
-class DeviceCodeDialog(QDialog):
+class DeviceCodeDialog(WaitingDialog):
     """Shows the address and code of a device sign-in with a countdown and Cancel.
 
     Signals:
@@ -57,16 +57,11 @@ class DeviceCodeDialog(QDialog):
             for the admin's own account.
     """
 
-    cancel_requested = Signal()
-
     def __init__(self, parent: QWidget | None, *, title: str = "", account: str = "") -> None:
         super().__init__(parent)
         self._title = title
         self._account = account
         self._flow: DeviceFlow | None = None
-        self._cancelling = False
-        self._finished = False
-        self.setWindowModality(Qt.WindowModality.WindowModal)
         self.setMinimumWidth(560)
         self.setObjectName("deviceCodeDialog")
 
@@ -88,10 +83,7 @@ class DeviceCodeDialog(QDialog):
         self.note = QLabel(self)
         self.note.setWordWrap(True)
 
-        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel, self)
-        self.cancel_button = self.buttons.button(QDialogButtonBox.StandardButton.Cancel)
-        self.cancel_button.setAutoDefault(False)
-        self.cancel_button.clicked.connect(self._on_cancel_clicked)
+        self._make_cancel_buttons()
 
         for widget in (
             self.heading,
@@ -104,9 +96,6 @@ class DeviceCodeDialog(QDialog):
             layout.addWidget(widget)
         layout.addWidget(self.buttons)
 
-        self._timer = QTimer(self)
-        self._timer.setInterval(1000)
-        self._timer.timeout.connect(self._on_tick)
         self._retranslate()
         self._show_waiting()
 
@@ -178,12 +167,6 @@ class DeviceCodeDialog(QDialog):
         self._on_tick()
         self._fit()
 
-    def finish(self) -> None:
-        """The sign-in is over (signed in, failed or cancelled): close without asking."""
-        self._finished = True
-        self._timer.stop()
-        self.done(QDialog.DialogCode.Accepted)
-
     # -- words --------------------------------------------------------------------------------
 
     def changeEvent(self, event: QEvent) -> None:  # noqa: N802 (Qt name)
@@ -246,14 +229,6 @@ class DeviceCodeDialog(QDialog):
         self.code_frame.setVisible(False)
         self.countdown.setVisible(False)
 
-    def _fit(self) -> None:
-        # Wrapped labels report their height only for a width: grow to show every line.
-        layout = self.layout()
-        if layout is None:
-            return
-        width = max(self.width(), self.minimumWidth())
-        self.resize(width, max(self.height(), layout.heightForWidth(width)))
-
     # -- slots --------------------------------------------------------------------------------
 
     def _on_tick(self) -> None:
@@ -289,26 +264,6 @@ class DeviceCodeDialog(QDialog):
             self.code.text(), self.copy_code_button, translate("DeviceCodeDialog", "&Copy code")
         )
 
-    def _on_cancel_clicked(self) -> None:
-        if self._cancelling or self._finished:
-            return
-        self._cancelling = True
-        self.cancel_button.setEnabled(False)
+    def _show_cancelling(self) -> None:
         self.cancel_button.setText(translate("DeviceCodeDialog", "Cancelling..."))
         self.heading.setText(translate("DeviceCodeDialog", "Cancelling the sign-in..."))
-        self.cancel_requested.emit()
-
-    def reject(self) -> None:
-        """Escape and the window's close button cancel the wait; the task closes us."""
-        if not self._finished:
-            self._on_cancel_clicked()
-            return
-        super().reject()
-
-    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt name)
-        """Closing the window cancels the sign-in rather than hiding it."""
-        if not self._finished:
-            event.ignore()
-            self._on_cancel_clicked()
-            return
-        super().closeEvent(event)

@@ -7,6 +7,8 @@ window's message bar. Confirmations return a bool and default to the safe answer
 
 :class:`SignInWaitDialog` is the exception to "modal and blocking": it waits for a
 browser, so it opens window-modal without ``exec()`` and the task that waits reports to it.
+:class:`WaitingDialog` holds what it shares with the device sign-in's dialog: Cancel,
+Escape and the close button ask once to cancel, and :meth:`WaitingDialog.finish` closes.
 """
 
 from __future__ import annotations
@@ -203,10 +205,97 @@ def ask_new_mailbox(parent: QWidget | None) -> tuple[str, str] | None:
     return dialog.address.text().strip(), dialog.display_name.text().strip()
 
 
-# -- waiting for the browser -----------------------------------------------------------------
+# -- waiting for a sign-in -------------------------------------------------------------------
 
 
-class SignInWaitDialog(QDialog):
+class WaitingDialog(QDialog):
+    """A window-modal dialog that waits for a task, with a countdown and Cancel.
+
+    It never blocks: open it with :meth:`open`, and close it with :meth:`finish` when the
+    wait ended. Cancel, Escape and the window's close button ask to cancel once; the task
+    then ends and closes the dialog. A subclass builds its widgets, calls
+    :meth:`_make_cancel_buttons` after the last one (so Cancel stays last in the tab
+    order), says how cancelling looks in :meth:`_show_cancelling` and updates its countdown
+    in :meth:`_on_tick`, which the timer calls every second while it runs.
+
+    Signals:
+        cancel_requested(): The person pressed Cancel, Escape or closed the window.
+
+    Args:
+        parent: The main window.
+    """
+
+    cancel_requested = Signal()
+
+    buttons: QDialogButtonBox
+    cancel_button: QPushButton
+
+    def __init__(self, parent: QWidget | None) -> None:
+        super().__init__(parent)
+        self.setWindowModality(Qt.WindowModality.WindowModal)
+        self._cancelling = False
+        self._finished = False
+
+        self._timer = QTimer(self)
+        self._timer.setInterval(1000)
+        self._timer.timeout.connect(self._on_tick)
+
+    def finish(self) -> None:
+        """The wait is over (signed in, failed or cancelled): close without asking."""
+        self._finished = True
+        self._timer.stop()
+        self.done(QDialog.DialogCode.Accepted)
+
+    def reject(self) -> None:
+        """Escape and the window's close button cancel the wait; the task closes us."""
+        if not self._finished:
+            self._on_cancel_clicked()
+            return
+        super().reject()
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt name)
+        """Closing the window cancels the wait rather than hiding it."""
+        if not self._finished:
+            event.ignore()
+            self._on_cancel_clicked()
+            return
+        super().closeEvent(event)
+
+    def _make_cancel_buttons(self) -> QDialogButtonBox:
+        """Create :attr:`buttons` with :attr:`cancel_button`, for the subclass to lay out."""
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel, self)
+        self.cancel_button = self.buttons.button(QDialogButtonBox.StandardButton.Cancel)
+        # Escape cancels; Enter must not (it presses the dialog's Copy button instead).
+        self.cancel_button.setAutoDefault(False)
+        self.cancel_button.clicked.connect(self._on_cancel_clicked)
+        return self.buttons
+
+    def _show_cancelling(self) -> None:
+        """Say that the wait is being cancelled (each subclass in its own words)."""
+        raise NotImplementedError
+
+    def _fit(self) -> None:
+        # Word-wrapped labels only report their height for a given width: grow the dialog
+        # to show every line instead of clipping the instructions.
+        layout = self.layout()
+        if layout is None:
+            return
+        width = max(self.width(), self.minimumWidth())
+        self.resize(width, max(self.height(), layout.heightForWidth(width)))
+
+    def _on_tick(self) -> None:
+        raise NotImplementedError
+
+    def _on_cancel_clicked(self) -> None:
+        if self._cancelling or self._finished:
+            return
+        self._cancelling = True
+        self.cancel_button.setEnabled(False)
+        self._show_cancelling()
+        self.cancel_requested.emit()
+
+
+class SignInWaitDialog(WaitingDialog):
     """Tells the person what to do in the browser while the app waits for it.
 
     It shows a countdown to the deadline, the sign-in link with a Copy button (made
@@ -223,8 +312,6 @@ class SignInWaitDialog(QDialog):
         instructions: What to do in the browser.
         deadline_s: Seconds until the wait gives up.
     """
-
-    cancel_requested = Signal()
 
     def __init__(
         self,
@@ -245,11 +332,8 @@ class SignInWaitDialog(QDialog):
             "are done.",
         )
         self.setWindowTitle(title)
-        self.setWindowModality(Qt.WindowModality.WindowModal)
         self.setMinimumWidth(520)
         self._deadline = time.monotonic() + deadline_s
-        self._cancelling = False
-        self._finished = False
 
         layout = QVBoxLayout(self)
         self.heading = QLabel(heading, self)
@@ -282,12 +366,8 @@ class SignInWaitDialog(QDialog):
         link_row.addWidget(self.link, 1)
         link_row.addWidget(self.copy_button)
 
-        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel, self)
-        self.cancel_button = self.buttons.button(QDialogButtonBox.StandardButton.Cancel)
+        self._make_cancel_buttons()
         self.cancel_button.setToolTip(translate("dialogs", "Stop waiting for the browser (Esc)"))
-        # Escape cancels; Enter must not (it copies the link once there is one).
-        self.cancel_button.setAutoDefault(False)
-        self.cancel_button.clicked.connect(self._on_cancel_clicked)
 
         for widget in (self.heading, self.instructions, self.countdown, self.link_intro):
             layout.addWidget(widget)
@@ -295,9 +375,6 @@ class SignInWaitDialog(QDialog):
         layout.addWidget(self.buttons)
         self._set_link_visible(False)
 
-        self._timer = QTimer(self)
-        self._timer.setInterval(1000)
-        self._timer.timeout.connect(self._on_tick)
         self._timer.start()
         self._on_tick()
 
@@ -329,25 +406,10 @@ class SignInWaitDialog(QDialog):
         self._fit()
         self.copy_button.setFocus()
 
-    def finish(self) -> None:
-        """The wait is over (signed in, failed or cancelled): close without asking."""
-        self._finished = True
-        self._timer.stop()
-        self.done(QDialog.DialogCode.Accepted)
-
     def _set_link_visible(self, visible: bool) -> None:
         for widget in (self.link_intro, self.link, self.copy_button):
             widget.setVisible(visible)
         self._fit()
-
-    def _fit(self) -> None:
-        # Word-wrapped labels only report their height for a given width: grow the dialog
-        # to show every line instead of clipping the instructions.
-        layout = self.layout()
-        if layout is None:
-            return
-        width = max(self.width(), self.minimumWidth())
-        self.resize(width, max(self.height(), layout.heightForWidth(width)))
 
     def _on_tick(self) -> None:
         left = self.seconds_left
@@ -366,29 +428,9 @@ class SignInWaitDialog(QDialog):
             2000, self, lambda: self.copy_button.setText(translate("dialogs", "&Copy link"))
         )
 
-    def _on_cancel_clicked(self) -> None:
-        if self._cancelling:
-            return
-        self._cancelling = True
-        self.cancel_button.setEnabled(False)
+    def _show_cancelling(self) -> None:
         self.cancel_button.setText(translate("dialogs", "Cancelling..."))
         self.heading.setText(translate("dialogs", "Cancelling the sign-in..."))
-        self.cancel_requested.emit()
-
-    def reject(self) -> None:
-        """Escape and the window's close button cancel the wait; the task closes us."""
-        if not self._finished:
-            self._on_cancel_clicked()
-            return
-        super().reject()
-
-    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt name)
-        """Closing the window cancels the wait rather than hiding it."""
-        if not self._finished:
-            event.ignore()
-            self._on_cancel_clicked()
-            return
-        super().closeEvent(event)
 
 
 # -- crashes and information -----------------------------------------------------------------

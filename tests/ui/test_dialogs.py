@@ -1,4 +1,4 @@
-"""Dialogs: safe defaults, the waiting dialog, the crash report."""
+"""Dialogs: safe defaults, the waiting dialogs, the crash report."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QMessageBox
 
 from qargo_desktop.ui import dialogs
+from qargo_desktop.ui.device_code_dialog import DeviceCodeDialog
 from tests.ui.conftest import make_mailbox
 
 
@@ -90,6 +91,56 @@ def test_sign_in_wait_dialog_countdown_moves(qtbot) -> None:
     qtbot.waitUntil(lambda: dialog.countdown.text() == "Time left: 0:02", timeout=3000)
     assert time.monotonic() - began < 2.5
     dialog.finish()
+
+
+@pytest.fixture(params=["browser", "device code"])
+def waiting_dialog(request, qtbot) -> dialogs.WaitingDialog:
+    """Each dialog that waits for a sign-in, open and not yet finished."""
+    dialog: dialogs.WaitingDialog
+    if request.param == "browser":
+        dialog = dialogs.SignInWaitDialog(None, deadline_s=60)
+    else:
+        dialog = DeviceCodeDialog(None)
+    qtbot.addWidget(dialog)
+    dialog.open()
+    return dialog
+
+
+@pytest.mark.parametrize("how", ["Cancel", "Escape", "close button"])
+def test_waiting_dialogs_ask_to_cancel_once_and_stay_open(waiting_dialog, qtbot, how) -> None:
+    cancels: list[bool] = []
+    waiting_dialog.cancel_requested.connect(lambda: cancels.append(True))
+    for _ in range(2):
+        if how == "Cancel":
+            qtbot.mouseClick(waiting_dialog.cancel_button, Qt.MouseButton.LeftButton)
+        elif how == "Escape":
+            QTest.keyClick(waiting_dialog, Qt.Key.Key_Escape)
+        else:
+            waiting_dialog.close()
+    assert cancels == [True]
+    assert waiting_dialog.isVisible()  # the task closes it once it stopped
+    assert not waiting_dialog.cancel_button.isEnabled()
+    assert waiting_dialog.cancel_button.text() == "Cancelling..."
+    assert waiting_dialog.heading.text() == "Cancelling the sign-in..."
+
+    waiting_dialog.finish()
+    assert not waiting_dialog.isVisible()
+    assert waiting_dialog.result() == QDialog.DialogCode.Accepted
+    assert cancels == [True]
+
+
+def test_finishing_a_waiting_dialog_closes_it_without_cancelling(waiting_dialog) -> None:
+    cancels: list[bool] = []
+    waiting_dialog.cancel_requested.connect(lambda: cancels.append(True))
+    waiting_dialog.finish()
+    assert not waiting_dialog.isVisible()
+    assert waiting_dialog.result() == QDialog.DialogCode.Accepted
+
+    # Nothing that happens to it afterwards cancels the finished wait.
+    waiting_dialog.close()
+    waiting_dialog.reject()
+    waiting_dialog.cancel_button.click()
+    assert cancels == []
 
 
 def test_crash_dialog_shows_the_report_copies_it_and_warns(qtbot) -> None:
