@@ -188,12 +188,8 @@ class SvgIconEngine(QIconEngine):
         painter.end()
         return pixmap
 
-    def scaledPixmap(  # noqa: N802 (Qt name)
-        self, size: QSize, mode: QIcon.Mode, state: QIcon.State, scale: float
-    ) -> QPixmap:
-        """The icon at ``size`` logical pixels on a screen of ``scale`` (device pixel ratio)."""
-        width = max(1, round(size.width() * scale))
-        height = max(1, round(size.height() * scale))
+    def _device_pixmap(self, width: int, height: int, mode: QIcon.Mode) -> QPixmap:
+        """The icon at ``width`` by ``height`` device pixels, rendered once."""
         if mode is not QIcon.Mode.Disabled:
             mode = QIcon.Mode.Normal  # active and selected icons look the same here
         key = (width, height, mode)
@@ -207,7 +203,15 @@ class SvgIconEngine(QIconEngine):
                     option.palette = app.palette()
                     pixmap = app.style().generatedIconPixmap(mode, pixmap, option)
             self._pixmaps[key] = pixmap
-        result = QPixmap(pixmap)
+        return pixmap
+
+    def scaledPixmap(  # noqa: N802 (Qt name)
+        self, size: QSize, mode: QIcon.Mode, state: QIcon.State, scale: float
+    ) -> QPixmap:
+        """The icon at ``size`` logical pixels on a screen of ``scale`` (device pixel ratio)."""
+        width = max(1, round(size.width() * scale))
+        height = max(1, round(size.height() * scale))
+        result = QPixmap(self._device_pixmap(width, height, mode))
         result.setDevicePixelRatio(scale)
         return result
 
@@ -217,8 +221,13 @@ class SvgIconEngine(QIconEngine):
 
     def paint(self, painter: QPainter, rect: QRect, mode: QIcon.Mode, state: QIcon.State) -> None:
         """Draw the icon into ``rect``, crisp at the painter's scale."""
-        scale = painter.device().devicePixelRatioF() if painter.device() is not None else 1.0
-        painter.drawPixmap(rect, self.scaledPixmap(rect.size(), mode, state, scale))
+        # Painted often (a badge on every row shown): the kept pixmap is drawn as it is,
+        # one device pixel per device pixel of ``rect``.
+        device = painter.device()
+        scale = device.devicePixelRatioF() if device is not None else 1.0
+        width = max(1, round(rect.width() * scale))
+        height = max(1, round(rect.height() * scale))
+        painter.drawPixmap(rect, self._device_pixmap(width, height, mode))
 
     def availableSizes(  # noqa: N802 (Qt name)
         self, mode: QIcon.Mode = QIcon.Mode.Normal, state: QIcon.State = QIcon.State.Off
