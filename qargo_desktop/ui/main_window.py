@@ -217,6 +217,10 @@ class MainWindow(QMainWindow):
         self._loaded_once = False
         self._load_error: QargoError | None = None
         self._loaded_count = 0
+        # Pages of a refresh not yet in the model, and whether the model was empty when the
+        # refresh began (see _on_page_loaded and _on_refresh_finished).
+        self._pending_pages: list[Mailbox] = []
+        self._refresh_started_empty = False
         self._connection = ConnectionState.STARTING
         self._refresh_handle: TaskHandle | None = None
         self._sign_in_handle: TaskHandle | None = None
@@ -1248,6 +1252,7 @@ class MainWindow(QMainWindow):
         return self._sign_in_handle is not None and self._sign_in_handle.running
 
     def _forget_list(self) -> None:
+        self._pending_pages = []
         self.model.clear()
         self._etag = None
         self._refreshed_at = None
@@ -1272,6 +1277,8 @@ class MainWindow(QMainWindow):
         etag = self._etag if self._loaded_once else None
         self._loading = True
         self._loaded_count = 0
+        self._pending_pages = []
+        self._refresh_started_empty = self.model.rowCount() == 0
         self._load_error = None
         self.load_progress.setVisible(True)
         self.refresh_button.setEnabled(False)
@@ -1290,8 +1297,18 @@ class MainWindow(QMainWindow):
     def _on_page_loaded(self, page: object) -> None:
         if not isinstance(page, tuple):
             return
-        self.model.upsert(page)
+        # Pages that arrive while the window is busy with an earlier one are taken into the
+        # model together: one merge and one re-sort of the list instead of one per page.
+        if not self._pending_pages:
+            QTimer.singleShot(0, self, self._apply_pages)
+        self._pending_pages.extend(page)
         self._loaded_count += len(page)
+
+    def _apply_pages(self) -> None:
+        pages, self._pending_pages = self._pending_pages, []
+        if not pages:
+            return
+        self.model.upsert(pages)
         if not self._loaded_once:
             self.placeholder.set_text(self._loaded_so_far())
 
@@ -1309,8 +1326,15 @@ class MainWindow(QMainWindow):
         if error is None:
             from qargo_desktop.core.api import MailboxList
 
+            self._apply_pages()
             if isinstance(result, MailboxList):
-                self.model.merge(result.items)
+                items = result.items
+                if not (
+                    self._refresh_started_empty
+                    and self.model.rowCount() == len(items) == self._loaded_count
+                ):
+                    self.model.merge(items)
+                # else: the pages brought exactly this list into an empty model already.
                 self._etag = result.etag
                 self._refreshed_at = now
                 log.info("Mailbox list loaded: %d mailboxes", len(result.items))
@@ -1322,6 +1346,10 @@ class MainWindow(QMainWindow):
             self.message_bar.dismiss(MESSAGE_REFRESH)
             self._set_connection(ConnectionState.ONLINE)
         else:
+            if isinstance(error, Cancelled):
+                self._pending_pages = []  # signed out, or closing: nothing more to show
+            else:
+                self._apply_pages()  # what did arrive is shown (a partial list, marked stale)
             self._on_refresh_failed(error)
         self._update_refreshed_label()
         self._sync_views()

@@ -270,7 +270,9 @@ def test_a_large_organisation_pages_in(qtbot, sandbox_certs: Path, tmp_path: Pat
         assert blocker.args == [None]
         elapsed = time.monotonic() - started
         assert window.model.rowCount() >= 10_000
-        assert len(pages) > 10  # rows arrived page by page, not all at the end
+        # Rows arrived as the pages came (pages that arrive together are shown together),
+        # not all at the end.
+        assert len(pages) >= 3 and max(pages) <= 5_000, pages
         QTest.keyClicks(window.search_box, "claims@")
         assert window.proxy.rowCount() == 1
         print(f"{window.model.rowCount():,} mailboxes signed in and loaded in {elapsed:.1f} s")
