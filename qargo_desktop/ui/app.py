@@ -314,7 +314,11 @@ class AppController(QObject):
             )
 
     def _warm_up(self, _error: object = None) -> None:
-        self.window.tasks.start("warm up", _warm_up)
+        # A moment after the refresh ended, once the list is painted: importing holds the
+        # GIL in long stretches, and the table's layout and paint come first.
+        QTimer.singleShot(
+            _WARM_UP_DELAY_MS, self, lambda: self.window.tasks.start("warm up", _warm_up)
+        )
 
     def service_settings(self) -> Settings:
         """The settings the services were built from (the sandbox's, when one runs)."""
@@ -333,6 +337,10 @@ class AppController(QObject):
             sandbox, self.sandbox = self.sandbox, None
         if sandbox is not None:
             sandbox.stop()
+
+
+#: How long after the first refresh the link actions' modules are imported (see above).
+_WARM_UP_DELAY_MS = 500
 
 
 def _warm_up(_cancel: threading.Event, _progress: Any) -> None:
