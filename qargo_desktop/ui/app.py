@@ -18,11 +18,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QCoreApplication, QEvent, QObject, QSettings, Qt, QTimer, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QObject, QSettings, Qt, QTimer, Signal, Slot
 from PySide6.QtWidgets import QApplication, QWidget
 
 from qargo_desktop import APP_DISPLAY_NAME, APP_NAME, ORGANISATION_NAME, __version__
 from qargo_desktop.core.crash_hooks import install_crash_handler
+from qargo_desktop.ui.first_paint import when_first_painted
 from qargo_desktop.ui.tasks import CrashReporter, set_crash_reporter, was_reported
 
 if TYPE_CHECKING:
@@ -435,7 +436,6 @@ def run(
         after_first_paint=after_first_paint,
     )
     when_first_painted(window, start_up.run)
-    stop_listening_for_signals = close_on_termination_signals(window)
     # The benchmarks' measurement hook (QARGO_BENCH_MARKS); does nothing unless set.
     # Installed last, its event filter sees the first paint first.
     from qargo_desktop.ui import bench_marks
@@ -445,10 +445,8 @@ def run(
     try:
         return int(app.exec())
     finally:
-        stop_listening_for_signals()
         window.tasks.shutdown(3000)
-        if start_up.controller is not None:
-            start_up.controller.stop()
+        start_up.stop()
         handler.attach_gui(None)
         if instance is not None:
             instance.release()
@@ -482,9 +480,16 @@ class _StartUp:
         self.select = select
         self.after_first_paint = after_first_paint
         self.controller: AppController | None = None
+        self._restore_signals: Callable[[], None] | None = None
 
     def run(self) -> None:
         """Finish the window, then start the log, the hand-over listener and the services."""
+        try:
+            # SIGTERM and SIGINT close the window from now on (before, there is nothing to
+            # save, and the default ending is as good).
+            self._restore_signals = close_on_termination_signals(self.window)
+        except (OSError, ValueError) as exc:
+            log.warning("Termination signals will end the app abruptly: %s", exc)
         try:
             self.window.finish_building()
         except Exception as exc:
@@ -498,6 +503,14 @@ class _StartUp:
                 step()
             except Exception as exc:
                 self.handler.report_exception(exc, "start-up")
+
+    def stop(self) -> None:
+        """Undo what :meth:`run` set up beyond the window (the app is ending)."""
+        if self._restore_signals is not None:
+            self._restore_signals()
+            self._restore_signals = None
+        if self.controller is not None:
+            self.controller.stop()
 
     def _say_cannot_start(self, problem: Exception) -> None:
         self.window.show_startup_error(
@@ -520,41 +533,6 @@ class _StartUp:
             raise
         if self.select:
             self.window.select_address(self.select)
-
-
-class _FirstPaint(QObject):
-    """Calls ``then`` once, after ``widget``'s first paint, or after ``fallback_ms``.
-
-    The fallback covers a window that does not paint at once (started minimised, or a
-    platform that never exposes it): the app must start all the same.
-    """
-
-    def __init__(self, widget: QWidget, then: Callable[[], None], fallback_ms: int) -> None:
-        super().__init__(widget)
-        self._widget = widget
-        self._then: Callable[[], None] | None = then
-        widget.installEventFilter(self)
-        QTimer.singleShot(fallback_ms, self, self._call)
-
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt name)
-        """On the first paint, call back once the event loop comes back."""
-        if watched is self._widget and event.type() == QEvent.Type.Paint:
-            self._widget.removeEventFilter(self)
-            QTimer.singleShot(0, self, self._call)
-        return False
-
-    def _call(self) -> None:
-        then, self._then = self._then, None
-        if then is not None:
-            self._widget.removeEventFilter(self)
-            then()
-
-
-def when_first_painted(
-    widget: QWidget, then: Callable[[], None], *, fallback_ms: int = 1000
-) -> None:
-    """Call ``then`` once ``widget`` has painted for the first time (or after a second)."""
-    _FirstPaint(widget, then, fallback_ms)
 
 
 def close_on_termination_signals(window: QWidget) -> Callable[[], None]:

@@ -22,8 +22,9 @@ import json
 import os
 import time
 
-from PySide6.QtCore import QEvent, QObject, QTimer
 from PySide6.QtWidgets import QApplication, QWidget
+
+from qargo_desktop.ui.first_paint import when_first_painted
 
 ENV_FILE = "QARGO_BENCH_MARKS"
 ENV_QUIT = "QARGO_BENCH_QUIT"
@@ -47,25 +48,6 @@ def mark(name: str) -> None:
             app.quit()
 
 
-class _PaintWatcher(QObject):
-    """Marks ``name`` once, after the first paint of ``widget`` (once armed)."""
-
-    def __init__(self, widget: QWidget, name: str, *, armed: bool = True) -> None:
-        super().__init__(widget)
-        self._widget = widget
-        self._name = name
-        self.armed = armed
-        widget.installEventFilter(self)
-
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt name)
-        """Wait for the paint, then take the mark when the event loop comes back."""
-        if self.armed and watched is self._widget and event.type() == QEvent.Type.Paint:
-            self.armed = False
-            self._widget.removeEventFilter(self)
-            QTimer.singleShot(0, lambda: mark(self._name))
-        return False
-
-
 def install(window: QWidget) -> None:
     """Watch the main window's milestones (a no-op unless the hook is on).
 
@@ -77,7 +59,7 @@ def install(window: QWidget) -> None:
     from qargo_desktop.ui.main_window import MainWindow
 
     assert isinstance(window, MainWindow)
-    _PaintWatcher(window, "first_paint")
+    when_first_painted(window, lambda: mark("first_paint"), fallback_ms=None)
     state = {"done": False}
 
     def on_signed_in(_session: object) -> None:
@@ -90,7 +72,7 @@ def install(window: QWidget) -> None:
         shown = window.table_stack.currentWidget()
         target = window.table.viewport() if shown is window.table else shown
         if target is not None:
-            _PaintWatcher(target, "list_shown")
+            when_first_painted(target, lambda: mark("list_shown"), fallback_ms=None)
             target.update()
 
     window.signed_in.connect(on_signed_in)
