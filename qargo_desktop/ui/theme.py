@@ -169,12 +169,13 @@ class SvgIconEngine(QIconEngine):
 
     Args:
         svg: The SVG source.
+        renderer: A renderer already made from it (made at the first draw otherwise).
     """
 
-    def __init__(self, svg: bytes) -> None:
+    def __init__(self, svg: bytes, renderer: QSvgRenderer | None = None) -> None:
         super().__init__()
         self._svg = svg
-        self._renderer: QSvgRenderer | None = None
+        self._renderer = renderer
         self._pixmaps: dict[tuple[int, int, QIcon.Mode], QPixmap] = {}
 
     def _render(self, width: int, height: int) -> QPixmap:
@@ -246,10 +247,11 @@ class SvgIconEngine(QIconEngine):
 
 def render_svg_icon(svg: bytes) -> QIcon:
     """An icon drawn from SVG source, at whatever size and scale it is shown."""
-    if not QSvgRenderer(QByteArray(svg)).isValid():
+    renderer = QSvgRenderer(QByteArray(svg))
+    if not renderer.isValid():
         log.warning("An SVG icon could not be read")
         return QIcon()
-    return QIcon(SvgIconEngine(svg))
+    return QIcon(SvgIconEngine(svg, renderer))
 
 
 class Theme:
