@@ -327,3 +327,15 @@ def test_a_termination_signal_closes_the_window_as_the_person_would(
     assert (folder / "window-state.ini").exists()  # the window's state was saved
     assert not (folder / "instance.lock").exists()  # and the lock given back
     assert f"signal {signal_name} received" in log_file.read_text(encoding="utf-8")
+
+
+def test_the_command_names_the_window_path_looks_for_are_the_parsers() -> None:
+    # main() checks for a command's name before building the whole parser: the two lists
+    # must not drift apart, or a new command would open the window instead.
+    import argparse
+
+    from qargo_desktop import cli
+
+    parser = cli.build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(commands.choices) == set(cli.COMMANDS)
