@@ -160,6 +160,10 @@ def _svg_bytes(file_name: str) -> bytes:
     return resource_path("icons", file_name).read_bytes()
 
 
+#: Engines handed to Qt by :meth:`SvgIconEngine.clone`, kept alive (see there).
+_CLONES: list[QIconEngine] = []
+
+
 class SvgIconEngine(QIconEngine):
     """Draws an SVG icon at the size and scale it is asked for, when it is first asked.
 
@@ -237,8 +241,15 @@ class SvgIconEngine(QIconEngine):
         return [QSize(size, size) for size in _ICON_SIZES]
 
     def clone(self) -> QIconEngine:
-        """A copy (Qt copies an icon's engine before changing it)."""
-        return SvgIconEngine(self._svg)
+        """A copy (Qt copies an icon's engine before changing a shared icon).
+
+        Qt keeps the pointer but Python would free the copy once this returns (PySide6
+        does not hand its ownership to the icon), so it is kept for the process's life.
+        The app never changes an icon once made: this list stays empty in practice.
+        """
+        copy = SvgIconEngine(self._svg, self._renderer)
+        _CLONES.append(copy)
+        return copy
 
     def key(self) -> str:
         """What kind of engine this is."""

@@ -146,3 +146,22 @@ def test_the_app_icon_offers_the_window_sizes() -> None:
     sizes = app_icon().availableSizes()
     assert QSize(16, 16) in sizes and QSize(256, 256) in sizes
     assert app_icon().pixmap(QSize(256, 256)).size() == QSize(256, 256)
+
+
+def test_a_copied_icon_that_is_changed_keeps_drawing() -> None:
+    # Changing a shared icon makes Qt clone its engine; the clone must outlive the call
+    # that made it (PySide6 does not hand the copy's ownership to Qt).
+    import gc
+
+    from PySide6.QtCore import QSize
+    from PySide6.QtGui import QIcon, QPixmap
+
+    copies = []
+    for _ in range(50):
+        icon = Theme(dark=True).status_icon(LinkStatus.LINKED)
+        copy = QIcon(icon)
+        copy.addPixmap(QPixmap(8, 8))  # detaches: the engine is cloned
+        copies.append(copy)
+        gc.collect()
+    for copy in copies:
+        assert not copy.pixmap(QSize(24, 24)).toImage().isNull()
