@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import zipfile
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -48,16 +47,7 @@ JWT = (
 REFRESH = "1.AAAAbm90LWEtcmVhbC10b2tlbi1idXQtc2hhcGVkLWxpa2Utb25l"
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def _settings(sandbox: Any, tmp_path: Path, **overrides: object) -> Settings:

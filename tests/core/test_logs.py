@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import logging
 import logging.handlers
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,6 @@ from qargo_desktop.core.logs import (
     REDACTED,
     RedactingFilter,
     RingBufferHandler,
-    forget_all_secrets,
     forget_secret,
     redact,
     register_secret,
@@ -30,20 +28,7 @@ OPAQUE_RT = "0.AXkAZm9vYmFy-baz_QUX1234567890abcdefghijklmnop"
 AUTH_CODE = "0.AVYAqR2lf1Q-code-value_77"
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    libraries = {n: logging.getLogger(n).level for n in ("urllib3", "msal", "keyring")}
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(level)
-    for name, library_level in libraries.items():
-        logging.getLogger(name).setLevel(library_level)
-    forget_all_secrets()
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 SECRET_FORMS = [

@@ -21,7 +21,7 @@ import pytest
 
 from qargo_desktop.core.config import app_paths, load_settings, write_config
 from qargo_desktop.core.linking import LinkOutcome, MailboxLinker
-from qargo_desktop.core.logs import forget_all_secrets, setup_logging
+from qargo_desktop.core.logs import setup_logging
 from qargo_desktop.core.models import LinkStatus
 
 ADMIN = "admin@northwind-haulage.example"
@@ -43,20 +43,7 @@ def sandbox(sandbox_certs: Path) -> Iterator[Any]:
     box.stop()
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    libraries = {n: logging.getLogger(n).level for n in ("urllib3", "msal", "keyring")}
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(level)
-    for name, library_level in libraries.items():
-        logging.getLogger(name).setLevel(library_level)
-    forget_all_secrets()
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def _leaks(text: str, secrets: set[str]) -> list[str]:
