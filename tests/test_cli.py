@@ -339,3 +339,40 @@ def test_the_command_names_the_window_path_looks_for_are_the_parsers() -> None:
     parser = cli.build_parser()
     (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     assert set(commands.choices) == set(cli.COMMANDS)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="ends the app with SIGTERM")
+def test_what_is_logged_before_the_log_starts_reaches_the_log_file(tmp_path: Path) -> None:
+    # The settings are read before the window paints and the log starts after it: their
+    # warnings are said on standard error at once and written to the log once it starts.
+    import signal
+    import time
+
+    folder = tmp_path / "cfg"
+    config = tmp_path / "config.toml"
+    config.write_text("version = 1\nfuture_option = 1\n", encoding="utf-8")
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    app = subprocess.Popen(
+        [PYTHON, "-m", "qargo_desktop", "--config", str(config), "--config-dir", str(folder)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log_file = folder / "logs" / "qargo-desktop.log"
+    try:
+        deadline = time.monotonic() + 60
+        while not (log_file.exists() and "future_option" in log_file.read_text(encoding="utf-8")):
+            assert app.poll() is None, app.stderr.read() if app.stderr else ""
+            assert time.monotonic() < deadline, "the warning did not reach the log"
+            time.sleep(0.1)
+        app.send_signal(signal.SIGTERM)
+        _out, err = app.communicate(timeout=30)
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()
+    logged = log_file.read_text(encoding="utf-8")
+    assert "WARNING" in logged and "unknown key 'future_option' ignored" in logged
+    assert logged.index("starting") < logged.index("future_option")
+    assert err.count("future_option") == 1  # said once on standard error too

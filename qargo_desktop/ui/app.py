@@ -589,9 +589,43 @@ def _on_instance_request(window: MainWindow, request: InstanceRequest) -> None:
         window.select_address(request.select)
 
 
+class _EarlyLog(logging.Handler):
+    """Keeps what is logged before the log starts (after the first paint), and hands it on.
+
+    The settings' warnings, for one, are logged while they are read. Meanwhile warnings
+    also go to standard error, as Python would say them with no log set up at all.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    @classmethod
+    def install(cls) -> _EarlyLog:
+        """A new one, on the root logger."""
+        early = cls()
+        logging.getLogger().addHandler(early)
+        return early
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Keep ``record``; say it on standard error if it is a warning or worse."""
+        self.records.append(record)
+        if record.levelno >= logging.WARNING and sys.stderr is not None:
+            sys.stderr.write(f"{record.getMessage()}\n")
+
+    def hand_over(self) -> None:
+        """Leave the root logger, and pass what was kept to the log set up since."""
+        root = logging.getLogger()
+        root.removeHandler(self)
+        records, self.records = self.records, []
+        for record in records:
+            root.handle(record)
+
+
 def run_from_args(args: argparse.Namespace) -> int:
     """The window, from the command line's arguments (``qargo-desktop [--sandbox]``)."""
     handler = CrashHandler().install()
+    early_log = _EarlyLog.install()
     from qargo_desktop.core.config import ConfigError, app_paths, load_settings
 
     config_file = Path(args.config) if getattr(args, "config", None) else None
@@ -636,9 +670,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         # A crash report quotes the log's last lines from now on.
         handler.configure(log_dir=paths.log_dir, ring_buffer=logging_setup.ring_buffer)
         log.info("%s %s starting", APP_DISPLAY_NAME, __version__)
-        # Said on standard error while the settings were read, before the log started.
-        for warning in settings.warnings:
-            log.warning("Settings: %s", warning)
+        early_log.hand_over()
 
     return run(
         settings,
