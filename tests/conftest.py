@@ -88,19 +88,12 @@ def settings_for(tmp_path: Path):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def services(sandbox: object, settings_for):  # type: ignore[no-untyped-def]
     """Services pointed at the sandbox, with in-memory token caches."""
-    from qargo_desktop.core.bootstrap import is_microsoft_authority
+    from qargo_desktop.core.bootstrap import endpoints_for
     from qargo_desktop.core.http import build_session
-    from qargo_desktop.core.services import Endpoints, Services
+    from qargo_desktop.core.services import Services
 
     settings = settings_for(sandbox)
-    endpoints = Endpoints(
-        authority=settings.authority,
-        client_id=settings.client_id,
-        api_base_url=settings.api_base_url,
-        graph_base_url=settings.graph_base_url,
-        admin_scopes=settings.admin_scopes,
-        validate_authority=is_microsoft_authority(settings.authority),
-    )
+    endpoints = endpoints_for(settings)
     session = build_session(settings)
     built = Services(endpoints, session, sign_in_timeout_s=20, http_timeout_s=10)
     yield built

@@ -45,6 +45,19 @@ def is_microsoft_authority(authority: str) -> bool:
     return (urlparse(authority).hostname or "").lower() in MICROSOFT_AUTHORITY_HOSTS
 
 
+def endpoints_for(settings: Settings) -> Endpoints:
+    """Where the services are, from the settings (which must name them all)."""
+    assert settings.authority and settings.client_id and settings.api_base_url
+    return Endpoints(
+        authority=settings.authority,
+        client_id=settings.client_id,
+        api_base_url=settings.api_base_url,
+        graph_base_url=settings.graph_base_url,
+        admin_scopes=settings.admin_scopes,
+        validate_authority=is_microsoft_authority(settings.authority),
+    )
+
+
 def build_services(settings: Settings, paths: AppPaths | None = None) -> Services:
     """Build the services for a complete configuration.
 
@@ -73,16 +86,8 @@ def build_services(settings: Settings, paths: AppPaths | None = None) -> Service
         # reading its key (about 15 ms, mostly holding the GIL) would delay the list.
         admin_store.open()
         session = building.result()
-    endpoints = Endpoints(
-        authority=settings.authority,
-        client_id=settings.client_id,
-        api_base_url=settings.api_base_url,
-        graph_base_url=settings.graph_base_url,
-        admin_scopes=settings.admin_scopes,
-        validate_authority=is_microsoft_authority(settings.authority),
-    )
     return Services(
-        endpoints,
+        endpoints_for(settings),
         session,
         admin_store=admin_store,
         mailbox_store=mailbox_store,

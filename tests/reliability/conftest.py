@@ -105,20 +105,13 @@ def build_services(
 
     The same wiring as ``core.bootstrap.build_services``, minus the production checks.
     """
-    from qargo_desktop.core.bootstrap import is_microsoft_authority
+    from qargo_desktop.core.bootstrap import endpoints_for
     from qargo_desktop.core.http import build_session
-    from qargo_desktop.core.services import Endpoints, Services
+    from qargo_desktop.core.services import Services
     from qargo_desktop.core.token_cache import EncryptedTokenCache
 
     settings = settings_for(sandbox)
-    endpoints = Endpoints(
-        authority=settings.authority,
-        client_id=settings.client_id,
-        api_base_url=settings.api_base_url,
-        graph_base_url=settings.graph_base_url,
-        admin_scopes=settings.admin_scopes,
-        validate_authority=is_microsoft_authority(settings.authority),
-    )
+    endpoints = endpoints_for(settings)
     session = build_session(settings, retry_policy=retry_policy)
     admin_store = EncryptedTokenCache(data_dir / "token_cache.bin", app_id=settings.client_id)
     mailbox_store = EncryptedTokenCache(
