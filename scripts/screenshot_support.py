@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import keyring
-from keyring.backend import KeyringBackend
+from screenshot import MemoryKeyring  # the sibling script's: nothing left behind
 
 from PySide6.QtWidgets import QApplication, QWidget
 
@@ -45,25 +45,6 @@ from qargo_desktop.ui.tasks import TaskRunner
 from qargo_desktop.ui.theme import Theme, apply_colour_scheme
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class MemoryKeyring(KeyringBackend):
-    """Keeps the token cache key in memory: a screenshot run leaves nothing behind."""
-
-    priority = 1
-
-    def __init__(self) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        self.secrets: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.secrets.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.secrets[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        self.secrets.pop((service, username), None)
 
 
 def wait_for(app: QApplication, done: Callable[[], bool], timeout_s: float = 60.0) -> bool:
